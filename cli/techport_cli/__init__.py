@@ -1,0 +1,1 @@
+"""The techport command."""

@@ -1,0 +1,35 @@
+"""The `techport` command."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+from techport_shared.devinfra.__main__ import app as infra_app
+from techport_shared.kafka import ensure_topics
+from techport_shared.settings import KafkaSettings
+
+app = typer.Typer(help="Techport platform: run it, feed it, operate it.", no_args_is_help=True)
+app.add_typer(infra_app, name="infra")
+topics_app = typer.Typer(help="Kafka topics of the catalog.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+@app.command()
+def run(var: Path = typer.Option(Path("var"), help="Where data, logs, mail and endpoints.json go.")) -> None:
+    """Start the whole platform on embedded defaults until Ctrl-C."""
+    from techport_cli.platform import run_platform
+
+    run_platform(var)
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every topic of the catalog with its partition count (existing ones are left alone)."""
+    created = asyncio.run(ensure_topics(KafkaSettings()))
+    typer.echo(f"created: {', '.join(created) if created else 'nothing (all exist)'}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Techport matching service."""

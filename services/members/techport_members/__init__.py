@@ -1,0 +1,1 @@
+"""Techport members service."""

@@ -1,0 +1,1 @@
+"""Techport shared contracts and messaging infrastructure."""

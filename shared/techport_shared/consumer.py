@@ -1,0 +1,273 @@
+"""Consuming with retries and a dead-letter topic, committing each offset only after its record was handled
+or dead-lettered (at-least-once), and handing typed events to handlers exactly once per (ce_source, ce_id).
+
+FastStream 0.7 has no DLQ for Kafka and its default ACK_FIRST policy is at-most-once; this module is ours.
+- A record that cannot be read (not a CloudEvent, not JSON, wrong shape) is poison: dead-lettered at once.
+- A handler that fails is retried with exponential backoff, `CONSUMER_MAX_ATTEMPTS` times in all, then its
+  record is dead-lettered and the consumer moves on.
+- A failure of the infrastructure (database or broker unreachable) is not the record's fault: it is retried
+  with capped backoff until the infrastructure is back, never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.message import FakeConsumer
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from techport_shared.envelope import Envelope, EnvelopeError, KafkaRecord, from_record
+from techport_shared.events import field_errors, parse_data
+from techport_shared.kafka import RecordPublisher
+from techport_shared.logging import get_logger, log_context
+from techport_shared.metrics import (
+    CONSUMER_RETRIES,
+    DLQ_RECORDS,
+    EVENTS_CONSUMED,
+    HANDLER_SECONDS,
+    UNKNOWN_EVENT_TYPES,
+)
+from techport_shared.settings import ConsumerSettings
+from techport_shared.topics import DLQ
+from techport_shared.uow import DuplicateMessage, UnitOfWork
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumedRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("utf-8", "replace")
+        return None
+
+
+class PoisonRecord(Exception):
+    """The record itself is bad: retrying cannot help. `error` goes into the DLQ's `dlq_error` header."""
+
+    def __init__(self, error: str, kind: str = "poison") -> None:
+        super().__init__(error)
+        self.error = error
+        self.kind = kind
+
+
+RecordHandler = Callable[[ConsumedRecord], Awaitable[str]]
+EventHandler = Callable[[Envelope, Any, UnitOfWork], Awaitable[None]]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures of the infrastructure rather than of the record."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        OperationalError
+        | InterfaceError
+        | PoolTimeoutError
+        | ConnectionError
+        | TimeoutError
+        | KafkaConnectionError
+        | KafkaTimeoutError,
+    )
+
+
+class DeadLetters:
+    """Writes a record to `techport.dlq.v1` unchanged, with the contract's `dlq_*` headers."""
+
+    def __init__(self, service: str, publisher: RecordPublisher, retry_max_s: float = 5.0) -> None:
+        self.service = service
+        self._publisher = publisher
+        self._retry_max_s = retry_max_s
+
+    async def send(self, record: ConsumedRecord, error: str, attempts: int, kind: str) -> None:
+        headers = {k: v for k, v in record.headers if not k.startswith("dlq_")}
+        headers.update(
+            {
+                "dlq_topic": record.topic.encode(),
+                "dlq_partition": str(record.partition).encode(),
+                "dlq_offset": str(record.offset).encode(),
+                "dlq_service": self.service.encode(),
+                "dlq_error": error[:4000].encode("utf-8", "replace"),
+                "dlq_attempts": str(attempts).encode(),
+            }
+        )
+        dead = KafkaRecord(key=record.key, value=record.value or b"", headers=headers)
+        delay = 0.2
+        # The offset is committed only after this succeeds, so keep trying while the broker is away.
+        while True:
+            try:
+                await self._publisher.send(DLQ.name, dead)
+                break
+            except Exception as exc:
+                log.warning("dead-lettering failed; retrying", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+        DLQ_RECORDS.labels(self.service, record.topic, kind).inc()
+        log.error(
+            "record dead-lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=error,
+            attempts=attempts,
+        )
+
+
+class ReliableConsumer:
+    """Subscribes record handlers to topics with retries, dead-lettering and per-offset commits."""
+
+    def __init__(
+        self,
+        service: str,
+        broker: KafkaBroker,
+        dead_letters: DeadLetters,
+        settings: ConsumerSettings | None = None,
+    ) -> None:
+        self.service = service
+        self._broker = broker
+        self._dead_letters = dead_letters
+        self._settings = settings or ConsumerSettings()
+
+    def subscribe(self, topic: str, group_id: str, handler: RecordHandler) -> Any:
+        subscriber = self._broker.subscriber(
+            topic,
+            group_id=group_id,
+            auto_offset_reset=self._settings.auto_offset_reset,
+            title=f"{group_id}:{topic}",
+            # Hand the raw bytes over: FastStream would otherwise JSON-decode by content-type
+            # and drop a record that is not JSON before our code sees it.
+            decoder=_raw_body,
+        )
+
+        @subscriber
+        async def consume(message: KafkaMessage) -> None:
+            raw: Any = message.raw_message
+            record = ConsumedRecord(
+                topic=raw.topic,
+                partition=raw.partition,
+                offset=raw.offset,
+                key=raw.key,
+                value=raw.value,
+                headers=tuple(raw.headers or ()),
+            )
+            await self.process(record, handler)
+            await _commit(message.consumer, record)
+
+        return subscriber
+
+    async def process(self, record: ConsumedRecord, handler: RecordHandler) -> str:
+        settings = self._settings
+        attempts = 0
+        delay = settings.backoff_initial_s
+        started = time.perf_counter()
+        event_type = record.header("ce_type") or "unknown"
+        try:
+            while True:
+                attempts += 1
+                try:
+                    outcome = await handler(record)
+                    EVENTS_CONSUMED.labels(self.service, record.topic, event_type, outcome).inc()
+                    return outcome
+                except PoisonRecord as exc:
+                    await self._dead_letters.send(record, exc.error, attempts, exc.kind)
+                    EVENTS_CONSUMED.labels(self.service, record.topic, event_type, "dead_lettered").inc()
+                    return "dead_lettered"
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if is_transient(exc):
+                        # Not the record's fault: wait for the infrastructure, however long it takes.
+                        attempts -= 1
+                        log.warning("infrastructure unavailable; retrying", error=repr(exc), retry_in_s=delay)
+                    elif attempts >= settings.max_attempts:
+                        await self._dead_letters.send(
+                            record, f"{type(exc).__name__}: {exc}", attempts, "handler"
+                        )
+                        EVENTS_CONSUMED.labels(self.service, record.topic, event_type, "dead_lettered").inc()
+                        return "dead_lettered"
+                    else:
+                        log.warning("handler failed; retrying", error=repr(exc), attempt=attempts)
+                    CONSUMER_RETRIES.labels(self.service, record.topic).inc()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, settings.backoff_max_s)
+        finally:
+            HANDLER_SECONDS.labels(self.service, record.topic).observe(time.perf_counter() - started)
+
+
+async def _raw_body(message: Any) -> Any:
+    return message.body
+
+
+async def _commit(consumer: Any, record: ConsumedRecord) -> None:
+    if isinstance(consumer, FakeConsumer):  # FastStream's in-memory test broker has no offsets
+        return
+    try:
+        await consumer.commit({TopicPartition(record.topic, record.partition): record.offset + 1})
+    except Exception as exc:
+        # After a rebalance the partition may belong to another member, which will see this record again;
+        # the processed-messages table makes that harmless.
+        log.warning("offset commit failed", error=repr(exc), topic=record.topic, offset=record.offset)
+
+
+def read_envelope(record: ConsumedRecord) -> Envelope:
+    try:
+        return from_record(record.key, record.value, record.headers)
+    except EnvelopeError as exc:
+        raise PoisonRecord(f"{exc.field}: {exc.message}", kind="envelope") from None
+
+
+class EventDispatcher:
+    """A record handler that reads the CloudEvent, validates its data with the contract's model and calls the
+    handler of its type inside a unit of work that marks (consumer, ce_source, ce_id) as processed."""
+
+    def __init__(
+        self,
+        service: str,
+        consumer: str,
+        unit_of_work: Callable[[], UnitOfWork],
+        handlers: dict[str, EventHandler],
+    ) -> None:
+        self.service = service
+        self.consumer = consumer
+        self._unit_of_work = unit_of_work
+        self._handlers = handlers
+
+    async def __call__(self, record: ConsumedRecord) -> str:
+        envelope = read_envelope(record)
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            UNKNOWN_EVENT_TYPES.labels(self.service, envelope.type).inc()
+            return "ignored"
+        try:
+            data: BaseModel = parse_data(envelope.type, envelope.data)
+        except ValidationError as exc:
+            raise PoisonRecord(f"data: {json.dumps(field_errors(exc))}", kind="schema") from None
+        with log_context(correlation_id=envelope.correlationid or envelope.id, ce_id=envelope.id):
+            async with self._unit_of_work() as uow:
+                if not await uow.claim(self.consumer, envelope.source, envelope.id):
+                    return "duplicate"
+                await handler(envelope, data, uow)
+                try:
+                    await uow.commit()
+                except DuplicateMessage:
+                    return "duplicate"
+        return "handled"

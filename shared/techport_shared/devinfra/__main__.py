@@ -1,0 +1,92 @@
+"""`python -m techport_shared.devinfra` (also `techport infra`): start local infrastructure by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from techport_shared.devinfra.kafka import LocalKafkaCluster, ensure_jars, kafka_endpoint
+from techport_shared.devinfra.postgres import LocalPostgres
+from techport_shared.devinfra.smtp import SmtpSink
+from techport_shared.kafka import ensure_topics
+from techport_shared.settings import KafkaSettings
+
+app = typer.Typer(
+    help="Local infrastructure: a real Kafka, PostgreSQL and an SMTP sink.", no_args_is_help=True
+)
+console = Console()
+
+
+def _wait_for_interrupt() -> None:
+    stop = {"now": False}
+
+    def _handler(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+    while not stop["now"]:
+        time.sleep(0.2)
+
+
+@app.command()
+def jars() -> None:
+    """Fetch (once) and cache the Kafka broker jars from Maven Central."""
+    started = time.perf_counter()
+    path = ensure_jars()
+    console.print(f"Kafka jars in {path} ({time.perf_counter() - started:.1f}s)")
+
+
+@app.command()
+def kafka(
+    brokers: int = typer.Option(1, help="Nodes in the KRaft cluster."),
+    data_dir: Path | None = typer.Option(
+        None, help="Keep the broker's data here (default: a temporary folder)."
+    ),
+    create_topics: bool = typer.Option(True, help="Create the topic catalog."),
+) -> None:
+    """Run Kafka until Ctrl-C (KAFKA_BOOTSTRAP_SERVERS, else Docker, else a local broker)."""
+    started = time.perf_counter()
+    if data_dir is not None:
+        cluster = LocalKafkaCluster(brokers=brokers, data_dir=data_dir)
+        bootstrap = cluster.start()
+        _serve_kafka(bootstrap, started, create_topics)
+        cluster.stop()
+        return
+    with kafka_endpoint(brokers) as (bootstrap, _cluster):
+        _serve_kafka(bootstrap, started, create_topics)
+
+
+def _serve_kafka(bootstrap: str, started: float, create_topics: bool) -> None:
+    console.print(f"Kafka ready at [bold]{bootstrap}[/] in {time.perf_counter() - started:.1f}s")
+    if create_topics:
+        asyncio.run(ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap)))
+    _wait_for_interrupt()
+
+
+@app.command()
+def postgres() -> None:
+    """Run a throwaway PostgreSQL until Ctrl-C."""
+    with LocalPostgres() as server:
+        console.print(f"PostgreSQL ready at [bold]{server.url('postgres')}[/]")
+        _wait_for_interrupt()
+
+
+@app.command()
+def smtp(
+    mail_dir: Path = typer.Option(Path("var/mail"), help="Captured mail goes here, one .eml per message."),
+    port: int = typer.Option(0, help="0 picks a free port."),
+) -> None:
+    """Run the capturing SMTP sink until Ctrl-C."""
+    with SmtpSink(mail_dir, port=port or None) as sink:
+        console.print(f"SMTP sink at [bold]{sink.host}:{sink.port}[/], mail in {mail_dir.resolve()}")
+        _wait_for_interrupt()
+
+
+if __name__ == "__main__":
+    app()

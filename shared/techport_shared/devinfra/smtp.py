@@ -1,0 +1,70 @@
+"""An SMTP sink (aiosmtpd) that captures every message: one `.eml` file per message, and in memory."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+import uuid
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from techport_shared.devinfra.kafka import free_port
+
+
+class CapturingHandler:
+    def __init__(self, mail_dir: Path | None) -> None:
+        self.mail_dir = mail_dir
+        self.messages: list[EmailMessage] = []
+        self.refusing = False  # tests turn this on to make the server answer 451 (try again later)
+        self._lock = threading.Lock()
+        if mail_dir is not None:
+            mail_dir.mkdir(parents=True, exist_ok=True)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.refusing:
+            return "451 4.3.0 Temporarily refusing mail (test sink)"
+        raw = envelope.original_content or b""
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        with self._lock:
+            self.messages.append(message)
+            if self.mail_dir is not None:
+                name = f"{len(self.messages):06d}-{uuid.uuid4().hex[:8]}.eml"
+                (self.mail_dir / name).write_bytes(raw)
+        return "250 Message accepted for delivery"
+
+
+class SmtpSink:
+    def __init__(
+        self, mail_dir: Path | None = None, host: str = "127.0.0.1", port: int | None = None
+    ) -> None:
+        self.host = host
+        self.port = port or free_port()
+        self.handler = CapturingHandler(mail_dir)
+        self._controller: Controller | None = None
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        return self.handler.messages
+
+    def start(self) -> SmtpSink:
+        kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port}
+        self._controller = Controller(self.handler, **kwargs)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

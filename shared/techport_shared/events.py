@@ -1,0 +1,290 @@
+"""One pydantic model per event type of the contract (section 1), and the registry from `ce_type` to model.
+
+The models check shape and format (ids, postcodes, levels, dates, e-mail). Rules that need state (does the
+school exist, is this postcode known) belong to the services.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
+
+from techport_shared.postcodes import POSTCODE_PATTERN, normalise_postcode
+
+TYPE_PREFIX = "nl.techport."
+
+EntityId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+Level = Literal[
+    "mbo-1", "mbo-2", "mbo-3", "mbo-4", "hbo-ad", "hbo-bachelor", "hbo-master", "wo-bachelor", "wo-master"
+]
+LEVELS: tuple[str, ...] = Level.__args__  # type: ignore[attr-defined]
+Seeking = Literal["internship", "apprenticeship", "job", "traineeship"]
+OrganisationKind = Literal["company", "school", "government"]
+Language = Literal["nl", "en"]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+LongText = Annotated[str, Field(max_length=10_000)]
+SkillText = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+def _postcode(value: str) -> str:
+    if not re.fullmatch(POSTCODE_PATTERN, value.strip()):
+        raise ValueError("not a Dutch postcode (four digits and two letters, e.g. 1971 AB)")
+    return normalise_postcode(value)
+
+
+Postcode = Annotated[str, AfterValidator(_postcode)]
+
+
+class _Data(BaseModel):
+    # Unknown fields are allowed: a v2 of a type may add optional fields (contract section 1).
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+
+class Location(_Data):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class Consent(_Data):
+    matching: bool
+    email: bool
+
+
+class OrganisationData(_Data):
+    organisation_id: EntityId
+    kind: OrganisationKind
+    name: Text
+    email: EmailStr
+    postcode: Postcode
+    city: Text
+    location: Location | None = None
+    kvk_number: Annotated[str, Field(pattern=r"^[0-9]{8}$")] | None = None
+    brin_code: Annotated[str, Field(pattern=r"^[0-9A-Za-z]{4}$")] | None = None
+    accredited_training_company: bool | None = None
+    sectors: list[Text] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _identifiers_fit_kind(self) -> OrganisationData:
+        if self.kvk_number is not None and self.kind != "company":
+            raise ValueError("kvk_number is for companies")
+        if self.brin_code is not None and self.kind != "school":
+            raise ValueError("brin_code is for schools")
+        return self
+
+
+class OrganisationRegistered(OrganisationData):
+    pass
+
+
+class OrganisationUpdated(OrganisationData):
+    pass
+
+
+class StudentData(_Data):
+    student_id: EntityId
+    school_id: EntityId | None
+    given_name: Text
+    family_name: Text
+    email: EmailStr
+    level: Level
+    programme: Text
+    crebo: Annotated[str, Field(pattern=r"^[0-9]{5}$")] | None = None
+    skills: list[SkillText] = Field(default_factory=list, max_length=200)
+    seeking: list[Seeking] = Field(min_length=1, max_length=4)
+    postcode: Postcode
+    location: Location | None = None
+    max_distance_km: float = Field(default=25, gt=0, le=500)
+    available_from: date | None = None
+    preferred_language: Language = "nl"
+    consent: Consent
+
+
+class StudentRegistered(StudentData):
+    pass
+
+
+class StudentUpdated(StudentData):
+    pass
+
+
+class StudentErased(_Data):
+    student_id: EntityId
+
+
+VacancyKind = Seeking
+
+
+class VacancyData(_Data):
+    vacancy_id: EntityId
+    organisation_id: EntityId
+    title: Text
+    description: LongText = ""
+    kind: VacancyKind
+    required_skills: list[SkillText] = Field(default_factory=list, max_length=100)
+    preferred_skills: list[SkillText] = Field(default_factory=list, max_length=100)
+    levels: list[Level] = Field(default_factory=list)
+    postcode: Postcode
+    location: Location | None = None
+    positions: int = Field(ge=1, le=10_000)
+    hours_per_week: float | None = Field(default=None, gt=0, le=80)
+    starts_on: date
+    closes_on: date | None = None
+    contact_email: EmailStr
+
+    @model_validator(mode="after")
+    def _closes_after_start(self) -> VacancyData:
+        if self.closes_on is not None and self.closes_on < self.starts_on:
+            raise ValueError("closes_on is before starts_on")
+        return self
+
+
+class VacancyPosted(VacancyData):
+    pass
+
+
+class VacancyUpdated(VacancyData):
+    pass
+
+
+class VacancyClosed(_Data):
+    vacancy_id: EntityId
+    reason: Literal["filled", "withdrawn", "expired"]
+
+
+class FieldError(_Data):
+    field: str
+    message: str
+
+
+class IngressRejected(_Data):
+    ce_id: str
+    ce_type: str
+    ce_source: str
+    errors: list[FieldError] = Field(min_length=1)
+
+
+class MatchReasons(_Data):
+    matched_skills: list[str]
+    missing_skills: list[str]
+    preferred_matched: list[str]
+    distance_km: float | None
+    level_ok: bool
+    kind_ok: bool
+
+
+class MatchFound(_Data):
+    match_id: EntityId
+    student_id: EntityId
+    vacancy_id: EntityId
+    organisation_id: EntityId
+    school_id: EntityId | None
+    score: float = Field(ge=0, le=1)
+    reasons: MatchReasons
+
+
+class MatchWithdrawn(_Data):
+    match_id: EntityId
+    reason: str
+
+
+class PartnershipBasis(_Data):
+    matches: int = Field(ge=0)
+    shared_skills: list[str]
+
+
+class PartnershipProposed(_Data):
+    partnership_id: EntityId
+    company_id: EntityId
+    school_id: EntityId
+    basis: PartnershipBasis
+
+
+class PartnershipFormed(_Data):
+    partnership_id: EntityId
+    company_id: EntityId
+    school_id: EntityId
+    formed_at: datetime
+
+
+class NotificationData(_Data):
+    notification_id: EntityId
+    channel: Literal["email"] = "email"
+    recipient_id: EntityId
+    template: str
+    about: list[str]
+
+
+class NotificationSent(NotificationData):
+    pass
+
+
+class NotificationSuppressed(NotificationData):
+    reason: str | None = None
+
+
+class NotificationFailed(NotificationData):
+    error: str
+
+
+def ce_type(entity_action: str) -> str:
+    """`student.registered` -> `nl.techport.student.registered.v1`."""
+    return f"{TYPE_PREFIX}{entity_action}.v1"
+
+
+EVENT_MODELS: dict[str, type[BaseModel]] = {
+    ce_type("organisation.registered"): OrganisationRegistered,
+    ce_type("organisation.updated"): OrganisationUpdated,
+    ce_type("student.registered"): StudentRegistered,
+    ce_type("student.updated"): StudentUpdated,
+    ce_type("student.erased"): StudentErased,
+    ce_type("vacancy.posted"): VacancyPosted,
+    ce_type("vacancy.updated"): VacancyUpdated,
+    ce_type("vacancy.closed"): VacancyClosed,
+    ce_type("ingress.rejected"): IngressRejected,
+    ce_type("match.found"): MatchFound,
+    ce_type("match.withdrawn"): MatchWithdrawn,
+    ce_type("partnership.proposed"): PartnershipProposed,
+    ce_type("partnership.formed"): PartnershipFormed,
+    ce_type("notification.sent"): NotificationSent,
+    ce_type("notification.suppressed"): NotificationSuppressed,
+    ce_type("notification.failed"): NotificationFailed,
+}
+MODEL_TYPES: dict[type[BaseModel], str] = {model: name for name, model in EVENT_MODELS.items()}
+
+
+class UnknownEventType(LookupError):
+    pass
+
+
+def model_for(type_: str) -> type[BaseModel]:
+    try:
+        return EVENT_MODELS[type_]
+    except KeyError:
+        raise UnknownEventType(type_) from None
+
+
+def type_of(model: BaseModel | type[BaseModel]) -> str:
+    cls = model if isinstance(model, type) else type(model)
+    return MODEL_TYPES[cls]
+
+
+def parse_data(type_: str, data: dict[str, Any]) -> BaseModel:
+    """Validate `data` against the model of `type_`. Raises UnknownEventType or pydantic's ValidationError."""
+    return model_for(type_).model_validate(data)
+
+
+def field_errors(error: ValidationError) -> list[dict[str, str]]:
+    """Every error of a validation, as {field, message}, the shape of rejections and 422 details."""
+    errors = []
+    for item in error.errors(include_url=False):
+        location = ".".join(str(part) for part in item["loc"]) or "data"
+        errors.append({"field": location, "message": item["msg"]})
+    return errors
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """The JSON form of event data, as it goes on the wire."""
+    return model.model_dump(mode="json", exclude_none=False)

@@ -1,0 +1,105 @@
+"""The Kafka broker as every service sets it up, publishing raw records, and topic creation in one place."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+
+from techport_shared.envelope import KafkaRecord
+from techport_shared.logging import get_logger
+from techport_shared.settings import KafkaSettings
+from techport_shared.topics import CATALOG, TopicSpec
+
+log = get_logger(__name__)
+
+
+def create_broker(settings: KafkaSettings, client_id: str) -> KafkaBroker:
+    """A broker that never loses a record on our side:
+
+    - MANUAL acks: our consumer commits each offset itself after the record was handled or dead-lettered
+      (FastStream's default ACK_FIRST auto-commits before handling: at-most-once).
+    - No topic auto-creation by subscribers (it would make one partition); `ensure_topics` creates them.
+    - Idempotent producer with acks=all, so retries neither duplicate nor reorder within a partition.
+    """
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        ack_policy=AckPolicy.MANUAL,
+        allow_auto_create_topics=False,
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=15_000,
+        logger=None,
+    )
+
+
+class RecordPublisher(Protocol):
+    async def send(self, topic: str, record: KafkaRecord) -> None:
+        """Publish and wait until the broker acknowledged the record."""
+
+
+class BrokerPublisher:
+    """Publishes raw records (our CloudEvents headers as they are) through a FastStream broker."""
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self._broker = broker
+
+    async def send(self, topic: str, record: KafkaRecord) -> None:
+        await self._broker.publish(
+            record.value,
+            topic=topic,
+            key=record.key,
+            headers=record.str_headers(),
+        )
+
+
+async def ensure_topics(
+    settings: KafkaSettings, topics: tuple[TopicSpec, ...] = CATALOG, timeout_s: float = 60.0
+) -> list[str]:
+    """Create the catalog's topics with their partition counts; existing topics are left alone.
+
+    Returns the names created. Retries while the cluster is still coming up.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
+        )
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in topics if t.name not in existing]
+            if not missing:
+                return []
+            new = [
+                NewTopic(
+                    name=t.name,
+                    num_partitions=t.partitions(settings),
+                    replication_factor=settings.topic_replication_factor,
+                    topic_configs={"min.insync.replicas": str(settings.topic_min_insync_replicas)},
+                )
+                for t in missing
+            ]
+            response = await admin.create_topics(new)
+            created = []
+            for name, code, *_ in getattr(
+                response, "topic_errors", getattr(response, "topic_error_codes", [])
+            ):
+                if code in (0, TopicAlreadyExistsError.errno):
+                    created.append(name)
+                else:
+                    raise RuntimeError(f"creating topic {name} failed with error code {code}")
+            log.info("topics created", topics=created)
+            return created
+        except Exception as exc:  # the cluster may still be starting: retry until the deadline
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("waiting for the cluster to create topics", error=str(exc))
+            await asyncio.sleep(1.0)
+        finally:
+            await admin.close()

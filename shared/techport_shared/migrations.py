@@ -1,0 +1,76 @@
+"""Alembic for every service: one async-aware env, and `upgrade()` callable from async code.
+
+A service's `migrations/env.py` is two lines: import its MetaData and call `run_env(metadata)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection
+
+from techport_shared.db import async_url, create_engine
+
+
+def alembic_config(script_location: Path, url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    # Alembic's config is an ini parser: a literal % must be doubled.
+    config.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
+    return config
+
+
+def run_env(target_metadata: MetaData) -> None:
+    """The body of a service's env.py."""
+    config = context.config
+    options: dict[str, Any] = {
+        "target_metadata": target_metadata,
+        "render_as_batch": True,  # SQLite alters tables by copy; batch mode makes one migration serve both
+        "compare_type": True,
+    }
+    connection: Connection | None = config.attributes.get("connection")
+    if context.is_offline_mode():
+        context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True, **options)
+        with context.begin_transaction():
+            context.run_migrations()
+    elif connection is not None:
+        _run(connection, options)
+    else:
+        asyncio.run(_run_async(config.get_main_option("sqlalchemy.url") or "", options))
+
+
+def _run(connection: Connection, options: dict[str, Any]) -> None:
+    context.configure(connection=connection, **options)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async(url: str, options: dict[str, Any]) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run, options)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+async def upgrade(script_location: Path, url: str, revision: str = "head") -> None:
+    """Bring the database at `url` to `revision`, from inside a running event loop."""
+    config = alembic_config(script_location, url)
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+
+            def _upgrade(sync_connection: Connection) -> None:
+                config.attributes["connection"] = sync_connection
+                command.upgrade(config, revision)
+
+            await connection.run_sync(_upgrade)
+    finally:
+        await engine.dispose()

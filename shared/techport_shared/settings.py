@@ -1,0 +1,43 @@
+"""Settings every service shares, read from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Where the broker is and how our topics are laid out."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Comma-separated host:port list of the Kafka brokers."
+    )
+    # Partitions per topic: a default and per-topic overrides, e.g.
+    # TOPIC_PARTITIONS='{"techport.students.v1": 12}'.
+    topic_partitions_default: int = Field(default=6, ge=1)
+    topic_partitions: dict[str, int] = Field(default_factory=dict)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+
+
+class ConsumerSettings(BaseSettings):
+    """How a consumer retries before it dead-letters a record."""
+
+    model_config = SettingsConfigDict(env_prefix="CONSUMER_", extra="ignore")
+
+    max_attempts: int = Field(default=4, ge=1, description="Attempts of a failing handler before the DLQ.")
+    backoff_initial_s: float = Field(default=0.2, gt=0)
+    backoff_max_s: float = Field(default=5.0, gt=0)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+
+class OutboxSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OUTBOX_", extra="ignore")
+
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    batch_size: int = Field(default=200, ge=1)
+    backoff_max_s: float = Field(default=5.0, gt=0)

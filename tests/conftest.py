@@ -1,0 +1,54 @@
+"""Real infrastructure for the suite: one Kafka for the session (the project's own tooling picks it), one
+PostgreSQL server, and a database URL fixture that runs store tests on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from techport_shared.devinfra.kafka import kafka_endpoint
+from techport_shared.devinfra.postgres import LocalPostgres
+from techport_shared.kafka import ensure_topics
+from techport_shared.settings import KafkaSettings
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    with kafka_endpoint() as (bootstrap, _cluster):
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_partitions_default=3)
+
+
+@pytest.fixture(scope="session")
+async def kafka_topics(kafka_settings: KafkaSettings) -> KafkaSettings:
+    await ensure_topics(kafka_settings)
+    return kafka_settings
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, or a new database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    server: LocalPostgres = request.getfixturevalue("postgres_server")
+    return server.create_database(f"t{os.getpid()}_{next(_db_counter)}")
+
+
+@pytest.fixture
+async def no_fixture() -> AsyncIterator[None]:
+    yield None

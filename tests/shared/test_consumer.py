@@ -1,0 +1,161 @@
+"""Retries, dead-lettering, dedupe and per-offset commits, over the real broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import insert, select
+from techport_shared.consumer import DeadLetters, EventDispatcher, ReliableConsumer
+from techport_shared.envelope import Envelope, KafkaRecord, to_binary
+from techport_shared.events import ce_type
+from techport_shared.kafka import BrokerPublisher, create_broker
+from techport_shared.settings import ConsumerSettings, KafkaSettings
+from techport_shared.topics import DLQ
+
+from tests.kafka_helpers import fresh_topic, header, produce, read_topic
+from tests.shared.kit import KitDatabase, effects, open_database
+
+ERASED = ce_type("student.erased")
+FAST_RETRIES = ConsumerSettings(max_attempts=3, backoff_initial_s=0.05, backoff_max_s=0.2)
+
+
+def _erased(subject: str, source: str = "/test", event_id: str | None = None) -> Envelope:
+    return Envelope(
+        type=ERASED,
+        source=source,
+        subject=subject,
+        data={"student_id": subject},
+        id=event_id or str(uuid.uuid4()),
+    )
+
+
+async def _record_effect(envelope: Envelope, data, uow) -> None:
+    if data.student_id.startswith("fail"):
+        raise ValueError(f"cannot handle {data.student_id}")
+    await uow.session.execute(insert(effects).values(subject=data.student_id, ce_id=envelope.id))
+
+
+@asynccontextmanager
+async def running_consumer(
+    settings: KafkaSettings, topic: str, db: KitDatabase, group: str, consumer_name: str = "kit"
+) -> AsyncIterator[None]:
+    broker = create_broker(settings, "kit")
+    consumer = ReliableConsumer("kit", broker, DeadLetters("kit", BrokerPublisher(broker)), FAST_RETRIES)
+    dispatcher = EventDispatcher("kit", consumer_name, db.uow, {ERASED: _record_effect})
+    consumer.subscribe(topic, group, dispatcher)
+    await broker.start()
+    try:
+        yield
+    finally:
+        await broker.stop()
+
+
+async def _subjects(db: KitDatabase) -> list[str]:
+    async with db.sessions() as session:
+        return list((await session.scalars(select(effects.c.subject).order_by(effects.c.id))).all())
+
+
+async def _wait_for(db: KitDatabase, expected: list[str], timeout_s: float = 30.0) -> None:
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while sorted(await _subjects(db)) != sorted(expected):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"effects {await _subjects(db)} != {expected}")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_redelivered_event_has_effect_once(kafka_topics, tmp_path: Path) -> None:
+    topic = await fresh_topic(kafka_topics, "test.dedupe")
+    db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
+    first, second = _erased("s1"), _erased("s2")
+    bootstrap = kafka_topics.kafka_bootstrap_servers
+    async with running_consumer(kafka_topics, topic, db, group="g1"):
+        await produce(
+            bootstrap, topic, to_binary(first), to_binary(first), to_binary(second), to_binary(first)
+        )
+        await _wait_for(db, ["s1", "s2"])
+    # A new consumer group reads the topic again from the beginning: nothing has effect twice.
+    async with running_consumer(kafka_topics, topic, db, group="g2"):
+        await produce(bootstrap, topic, to_binary(_erased("s3")))
+        await _wait_for(db, ["s1", "s2", "s3"])
+    assert sorted(await _subjects(db)) == ["s1", "s2", "s3"]
+    assert await db.count(db.tables.processed) == 3
+    await db.close()
+
+
+async def test_a_handler_that_keeps_failing_lands_its_record_in_the_dlq_and_the_consumer_moves_on(
+    kafka_topics, tmp_path: Path
+) -> None:
+    topic = await fresh_topic(kafka_topics, "test.dlq", partitions=1)
+    db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
+    bootstrap = kafka_topics.kafka_bootstrap_servers
+    failing = _erased(f"fail-{uuid.uuid4().hex[:6]}")
+    async with running_consumer(kafka_topics, topic, db, group="g"):
+        await produce(bootstrap, topic, to_binary(failing), to_binary(_erased("after")))
+        await _wait_for(db, ["after"])
+    dead = await read_topic(
+        bootstrap,
+        DLQ.name,
+        until=lambda found: len(found) >= 1,
+        where=lambda r: header(r, "dlq_topic") == topic,
+    )
+    assert len(dead) == 1
+    record = dead[0]
+    assert record.key == failing.subject.encode()
+    assert record.value == to_binary(failing).value  # the original record, unchanged
+    assert header(record, "ce_id") == failing.id
+    assert header(record, "dlq_partition") == "0"
+    assert header(record, "dlq_offset") == "0"
+    assert header(record, "dlq_service") == "kit"
+    assert header(record, "dlq_attempts") == "3"
+    assert "ValueError: cannot handle fail-" in (header(record, "dlq_error") or "")
+    # Both offsets are committed: a restart does not see them again.
+    assert await _committed(bootstrap, "g", topic) == 2
+    await db.close()
+
+
+async def test_bad_events_never_stop_a_consumer(kafka_topics, tmp_path: Path) -> None:
+    topic = await fresh_topic(kafka_topics, "test.poison", partitions=1)
+    db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
+    bootstrap = kafka_topics.kafka_bootstrap_servers
+    good = to_binary(_erased("good"))
+    not_json = KafkaRecord(b"k1", b"{not json", dict(good.headers) | {"ce_id": b"p1"})
+    unknown_type = to_binary(
+        Envelope(type="nl.techport.spaceship.launched.v1", source="/t", data={}, subject="k2")
+    )
+    missing_field = to_binary(Envelope(type=ERASED, source="/t", data={"nothing": 1}, subject="k3"))
+    not_an_event = KafkaRecord(b"k4", b'{"hello": "world"}', {"content-type": b"application/json"})
+    huge = KafkaRecord(
+        b"k5", b'{"student_id": "' + b"x" * 500_000 + b'"}', dict(good.headers) | {"ce_id": b"p5"}
+    )
+    async with running_consumer(kafka_topics, topic, db, group="g"):
+        await produce(bootstrap, topic, not_json, unknown_type, missing_field, not_an_event, huge, good)
+        await _wait_for(db, ["good"])
+    dead = await read_topic(
+        bootstrap,
+        DLQ.name,
+        until=lambda found: len(found) >= 4,
+        where=lambda r: header(r, "dlq_topic") == topic,
+    )
+    errors = {r.key: header(r, "dlq_error") or "" for r in dead}
+    assert set(errors) == {b"k1", b"k3", b"k4", b"k5"}  # the unknown type is ignored (and counted), not dead
+    assert "not valid JSON" in errors[b"k1"]
+    assert "student_id" in errors[b"k3"] and "Field required" in errors[b"k3"]
+    assert "content-type" in errors[b"k4"]
+    assert "student_id" in errors[b"k5"]  # longer than an id may be
+    assert await _committed(bootstrap, "g", topic) == 6
+    await db.close()
+
+
+async def _committed(bootstrap: str, group: str, topic: str) -> int | None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(topic, 0))
+    finally:
+        await consumer.stop()

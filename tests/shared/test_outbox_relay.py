@@ -1,0 +1,72 @@
+"""The relay publishes what was committed while the broker was down, once, when it is back."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from techport_shared.devinfra.kafka import LocalKafkaCluster
+from techport_shared.envelope import Envelope, from_record
+from techport_shared.kafka import BrokerPublisher, create_broker
+from techport_shared.outbox import OutboxRelay
+from techport_shared.settings import KafkaSettings, OutboxSettings
+
+from tests.kafka_helpers import fresh_topic, read_topic
+from tests.shared.kit import open_database
+
+
+@pytest.fixture
+def own_kafka(tmp_path: Path):
+    """A broker of this test's own, so the test may stop it."""
+    cluster = LocalKafkaCluster(brokers=1, data_dir=tmp_path / "kafka")
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_an_event_committed_while_the_broker_is_down_is_published_once_when_it_is_back(
+    own_kafka: LocalKafkaCluster, tmp_path: Path
+) -> None:
+    settings = KafkaSettings(kafka_bootstrap_servers=own_kafka.bootstrap_servers)
+    topic = await fresh_topic(settings, "test.outbox", partitions=1)
+    db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
+    broker = create_broker(settings, "relay-test")
+    await broker.start()
+    relay = OutboxRelay(
+        "kit", db.sessions, db.tables, BrokerPublisher(broker), OutboxSettings(poll_interval_s=0.2)
+    )
+    running = asyncio.create_task(relay.run())
+    try:
+        before = Envelope(type="t.before", source="/kit", subject="k", data={"n": 0})
+        async with db.uow(on_commit=relay.wake) as uow:
+            uow.emit(topic, before)
+            await uow.commit()
+        await read_topic(settings.kafka_bootstrap_servers, topic, until=lambda found: len(found) == 1)
+
+        own_kafka.stop_node(0)
+        events = [Envelope(type="t.during", source="/kit", subject="k", data={"n": n}) for n in (1, 2, 3)]
+        async with db.uow(on_commit=relay.wake) as uow:
+            for event in events:
+                uow.emit(topic, event)
+            await uow.commit()
+        await asyncio.sleep(3)
+        assert await relay.backlog() == 3  # kept, not dropped, while nothing can be sent
+
+        own_kafka.start_node(0)
+        records = await read_topic(
+            settings.kafka_bootstrap_servers,
+            topic,
+            until=lambda found: len(found) >= 4,
+            timeout_s=90,
+            settle_s=3,
+        )
+        read = [from_record(r.key, r.value, r.headers) for r in records]
+        assert [e.id for e in read] == [before.id] + [e.id for e in events]  # once each, in order
+        assert await relay.backlog() == 0
+    finally:
+        relay.stop()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await broker.stop()
+        await db.close()
