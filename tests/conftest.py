@@ -52,3 +52,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 async def no_fixture() -> AsyncIterator[None]:
     yield None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_http_client_logs() -> None:
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import typer
 from techport_shared.devinfra.__main__ import app as infra_app
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
+from techport_shared.topics import PARTNER_INGRESS
 
 app = typer.Typer(help="Techport platform: run it, feed it, operate it.", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
@@ -22,6 +24,20 @@ def run(var: Path = typer.Option(Path("var"), help="Where data, logs, mail and e
     from techport_cli.platform import run_platform
 
     run_platform(var)
+
+
+@app.command()
+def publish(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A CloudEvent as JSON."),
+    topic: str = typer.Option(PARTNER_INGRESS.name, help="Topic to publish on."),
+    structured: bool = typer.Option(False, help="Structured content mode instead of binary."),
+) -> None:
+    """Publish a CloudEvent from a JSON file (to the partner ingress topic by default)."""
+    from techport_cli.publish import bootstrap_servers, publish_file
+
+    document = json.loads(file.read_text(encoding="utf-8"))
+    envelope = asyncio.run(publish_file(document, topic, bootstrap_servers(), structured))
+    typer.echo(f"published {envelope.type} id={envelope.id} to {topic}")
 
 
 @topics_app.command("create")

@@ -46,10 +46,10 @@ class ServiceSpec:
 
 
 SERVICES = (
-    ServiceSpec("members", "techport_members.main:app"),
-    ServiceSpec("matching", "techport_matching.main:app"),
-    ServiceSpec("notifications", "techport_notifications.main:app"),
-    ServiceSpec("gateway", "techport_gateway.main:app"),
+    ServiceSpec("members", "techport_members.main:create_app"),
+    ServiceSpec("matching", "techport_matching.main:create_app"),
+    ServiceSpec("notifications", "techport_notifications.main:create_app"),
+    ServiceSpec("gateway", "techport_gateway.main:create_app"),
 )
 
 
@@ -148,6 +148,8 @@ def run_platform(var: Path) -> None:
     endpoints_file.unlink(missing_ok=True)
     operator_key = os.environ.get("TECHPORT_OPERATOR_KEY") or f"op_{secrets.token_urlsafe(24)}"
     os.environ["TECHPORT_OPERATOR_KEY"] = operator_key
+    # The secret the gateway signs callers' identities with, and every service verifies.
+    os.environ.setdefault("TECHPORT_IDENTITY_SECRET", secrets.token_urlsafe(32))
     running: list[Running] = []
     with kafka(var) as bootstrap, smtp(var) as (smtp_host, smtp_port, mail_dir):
         asyncio.run(ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap)))

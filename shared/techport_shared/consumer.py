@@ -12,6 +12,7 @@ FastStream 0.7 has no DLQ for Kafka and its default ACK_FIRST policy is at-most-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,6 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.message import FakeConsumer
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -153,13 +153,16 @@ class ReliableConsumer:
             group_id=group_id,
             auto_offset_reset=self._settings.auto_offset_reset,
             title=f"{group_id}:{topic}",
-            # Hand the raw bytes over: FastStream would otherwise JSON-decode by content-type
-            # and drop a record that is not JSON before our code sees it.
-            decoder=_raw_body,
+            # Hand the whole message over, undecoded: FastStream would otherwise JSON-decode by content-type
+            # and drop a record that is not JSON before our code sees it. A plain object, not the message
+            # itself, so that FastAPI's dependency layer (faststream-fastapi) passes it through untouched.
+            decoder=_deliver,
         )
 
         @subscriber
-        async def consume(message: KafkaMessage) -> None:
+        async def consume(delivery: Any) -> None:
+            # `delivery` is what `_deliver` returned: FastStream's message, not a decoded body.
+            message = delivery.message
             raw: Any = message.raw_message
             record = ConsumedRecord(
                 topic=raw.topic,
@@ -169,7 +172,17 @@ class ReliableConsumer:
                 value=raw.value,
                 headers=tuple(raw.headers or ()),
             )
-            await self.process(record, handler)
+            try:
+                await self.process(record, handler)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Should not happen (process handles every failure), but if it does, never skip the record:
+                # seek back so it is read again.
+                log.error("consumer failed; re-reading the record", error=repr(exc), offset=record.offset)
+                await _seek_back(message.consumer, record)
+                await asyncio.sleep(self._settings.backoff_max_s)
+                return
             await _commit(message.consumer, record)
 
         return subscriber
@@ -213,8 +226,22 @@ class ReliableConsumer:
             HANDLER_SECONDS.labels(self.service, record.topic).observe(time.perf_counter() - started)
 
 
-async def _raw_body(message: Any) -> Any:
-    return message.body
+class _Delivery:
+    __slots__ = ("message",)
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+async def _deliver(message: Any) -> Any:
+    return _Delivery(message)
+
+
+async def _seek_back(consumer: Any, record: ConsumedRecord) -> None:
+    if isinstance(consumer, FakeConsumer):
+        return
+    with contextlib.suppress(Exception):
+        consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
 
 
 async def _commit(consumer: Any, record: ConsumedRecord) -> None:

@@ -134,12 +134,6 @@ class VacancyData(_Data):
     closes_on: date | None = None
     contact_email: EmailStr
 
-    @model_validator(mode="after")
-    def _closes_after_start(self) -> VacancyData:
-        if self.closes_on is not None and self.closes_on < self.starts_on:
-            raise ValueError("closes_on is before starts_on")
-        return self
-
 
 class VacancyPosted(VacancyData):
     pass

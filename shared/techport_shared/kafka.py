@@ -34,7 +34,6 @@ def create_broker(settings: KafkaSettings, client_id: str) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         request_timeout_ms=15_000,
-        logger=None,
     )
 
 

@@ -9,6 +9,7 @@ from techport_shared.envelope import Envelope, to_binary
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
 from techport_shared.topics import TopicSpec
+
 from tests.kafka_helpers import produce, read_topic
 
 

@@ -214,7 +214,12 @@ class LocalKafkaCluster:
             return
         result = subprocess.run(
             self._java_command(
-                self.jars, "kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}", "-c", str(config)
+                self.jars,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={self.cluster_id}",
+                "-c",
+                str(config),
             ),
             capture_output=True,
             text=True,

@@ -1,0 +1,58 @@
+"""`techport publish`: put a CloudEvent from a JSON file on a topic (the partner ingress by default), as a
+partner system would."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from techport_shared.envelope import Envelope, to_binary, to_structured
+
+
+def bootstrap_servers(var: Path = Path("var")) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, else the broker `techport run` wrote into var/run/endpoints.json."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        return configured
+    endpoints = var / "run" / "endpoints.json"
+    if endpoints.exists():
+        return str(json.loads(endpoints.read_text())["kafka"])
+    raise SystemExit("no broker: set KAFKA_BOOTSTRAP_SERVERS or start the platform with `make run`")
+
+
+def envelope_from_json(document: dict[str, Any]) -> Envelope:
+    """A CloudEvent in its JSON form (specversion, id, source, type, subject, data, extensions)."""
+    missing = [name for name in ("type", "source", "data") if name not in document]
+    if missing:
+        raise SystemExit(f"the event needs {', '.join(missing)}")
+    core = {"specversion", "id", "source", "type", "subject", "time", "data", "datacontenttype"}
+    extensions = {k: str(v) for k, v in document.items() if k not in core}
+    time = document.get("time")
+    return Envelope(
+        type=document["type"],
+        source=document["source"],
+        data=document["data"],
+        subject=document.get("subject"),
+        id=str(document.get("id") or uuid.uuid4()),
+        **({"time": datetime.fromisoformat(time.replace("Z", "+00:00"))} if time else {}),
+        correlationid=extensions.pop("correlationid", None),
+        causationid=extensions.pop("causationid", None),
+        extensions=extensions,
+    )
+
+
+async def publish_file(document: dict[str, Any], topic: str, bootstrap: str, structured: bool) -> Envelope:
+    envelope = envelope_from_json(document)
+    record = to_structured(envelope) if structured else to_binary(envelope)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, record.value, key=record.key, headers=record.header_list())
+    finally:
+        await producer.stop()
+    return envelope

@@ -1,0 +1,236 @@
+"""Members' rules: who may register, change, erase and close what, and what a valid record is. No I/O.
+
+Every state change, whether it came through the API or as a partner event, is decided here, so both paths
+store the same state and emit the same canonical events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from techport_shared.events import (
+    OrganisationData,
+    StudentData,
+    VacancyData,
+    ce_type,
+    dump,
+)
+from techport_shared.identity import Identity
+from techport_shared.postcodes import lookup
+from techport_shared.skills import vocabulary
+
+ErrorKind = Literal["invalid", "forbidden", "not_found", "conflict"]
+# When errors of several kinds are found, the API answers with the most fundamental one.
+_PRECEDENCE: tuple[ErrorKind, ...] = ("forbidden", "not_found", "conflict", "invalid")
+STATUS: dict[ErrorKind, int] = {"forbidden": 403, "not_found": 404, "conflict": 409, "invalid": 422}
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+    kind: ErrorKind = "invalid"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class Rejected(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        self.problems = problems
+
+    @property
+    def kind(self) -> ErrorKind:
+        kinds = {p.kind for p in self.problems}
+        return next(k for k in _PRECEDENCE if k in kinds)
+
+
+@dataclass(frozen=True)
+class OrganisationState:
+    organisation_id: str
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StudentState:
+    student_id: str
+    school_id: str | None
+    data: dict[str, Any] | None  # None when only the erased marker remains
+    erased_at: datetime | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.data is not None
+
+
+@dataclass(frozen=True)
+class VacancyState:
+    vacancy_id: str
+    organisation_id: str
+    status: Literal["open", "closed"]
+    data: dict[str, Any]
+
+
+@dataclass
+class Decision:
+    """What to store and which events to emit (type, data)."""
+
+    data: dict[str, Any] | None
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    created: bool = False
+    unknown_skills: int = 0
+
+
+def _raise_if(problems: list[Problem]) -> None:
+    if problems:
+        raise Rejected(problems)
+
+
+def _located(model: BaseModel, problems: list[Problem]) -> dict[str, Any]:
+    """Canonical data: the location from the event, else from the postcode (a Dutch one we know)."""
+    data = dump(model)
+    area = lookup(data["postcode"])
+    if area is None:
+        problems.append(Problem("postcode", f"unknown Dutch postcode {data['postcode']}"))
+    elif data.get("location") is None:
+        data["location"] = {"lat": area.lat, "lon": area.lon}
+    return data
+
+
+def _normalise_skills(data: dict[str, Any], *fields: str) -> int:
+    unknown = 0
+    for name in fields:
+        skills = vocabulary().normalise_all(data.get(name) or [])
+        data[name] = [skill.code for skill in skills]
+        unknown += sum(not skill.known for skill in skills)
+    return unknown
+
+
+def register_organisation(
+    actor: Identity, model: OrganisationData, existing: OrganisationState | None
+) -> Decision:
+    problems: list[Problem] = []
+    if not actor.acts_for(model.organisation_id):
+        problems.append(
+            Problem("organisation_id", "only an operator registers other organisations", "forbidden")
+        )
+    elif existing is None and not actor.is_operator:
+        problems.append(
+            Problem("organisation_id", "only an operator registers new organisations", "forbidden")
+        )
+    if existing is not None and existing.kind != model.kind:
+        problems.append(
+            Problem("kind", f"is {existing.kind}; an organisation does not change kind", "conflict")
+        )
+    data = _located(model, problems)
+    _raise_if(problems)
+    if existing is not None and existing.data == data:
+        return Decision(data)  # a resend of what we have: nothing changes, nothing is emitted
+    action = "organisation.registered" if existing is None else "organisation.updated"
+    return Decision(data, [(ce_type(action), data)], created=existing is None)
+
+
+def register_student(
+    actor: Identity,
+    model: StudentData,
+    existing: StudentState | None,
+    school: OrganisationState | None,
+    occurred_at: datetime,
+    must_exist: bool = False,
+) -> Decision:
+    """Register a student, or update one registered by the same school (so partners can resend safely)."""
+    problems: list[Problem] = []
+    if model.school_id is None:
+        if not actor.is_operator:
+            problems.append(
+                Problem("school_id", "only an operator registers a student without a school", "forbidden")
+            )
+    else:
+        if school is None:
+            problems.append(Problem("school_id", f"unknown organisation {model.school_id}", "invalid"))
+        elif school.kind != "school":
+            problems.append(
+                Problem("school_id", f"{model.school_id} is a {school.kind}, not a school", "invalid")
+            )
+        if not actor.acts_for(model.school_id):
+            problems.append(
+                Problem("school_id", "a school registers and changes only its own students", "forbidden")
+            )
+    live = existing is not None and existing.live
+    if live and existing is not None and existing.school_id != model.school_id and not actor.is_operator:
+        problems.append(Problem("student_id", "registered by another school", "conflict"))
+    if existing is not None and not existing.live:
+        if must_exist:
+            problems.append(Problem("student_id", "the student was erased", "not_found"))
+        elif existing.erased_at is not None and occurred_at <= existing.erased_at:
+            problems.append(
+                Problem("student_id", "the student was erased after this registration", "conflict")
+            )
+    elif must_exist and not live:
+        problems.append(Problem("student_id", f"unknown student {model.student_id}", "not_found"))
+    data = _located(model, problems)
+    _raise_if(problems)
+    unknown = _normalise_skills(data, "skills")
+    if live and existing is not None and existing.data == data:
+        return Decision(data, unknown_skills=unknown)
+    action = "student.updated" if live else "student.registered"
+    return Decision(data, [(ce_type(action), data)], created=not live, unknown_skills=unknown)
+
+
+def erase_student(actor: Identity, existing: StudentState | None, student_id: str) -> Decision:
+    if existing is None or not existing.live:
+        raise Rejected([Problem("student_id", f"unknown student {student_id}", "not_found")])
+    if not actor.acts_for(existing.school_id):
+        raise Rejected([Problem("student_id", "a school erases only its own students", "forbidden")])
+    return Decision(None, [(ce_type("student.erased"), {"student_id": student_id})])
+
+
+def post_vacancy(
+    actor: Identity,
+    model: VacancyData,
+    existing: VacancyState | None,
+    company: OrganisationState | None,
+    must_exist: bool = False,
+) -> Decision:
+    problems: list[Problem] = []
+    if company is None:
+        problems.append(Problem("organisation_id", f"unknown organisation {model.organisation_id}"))
+    elif company.kind != "company":
+        problems.append(
+            Problem("organisation_id", f"{model.organisation_id} is a {company.kind}, not a company")
+        )
+    if not actor.acts_for(model.organisation_id):
+        problems.append(
+            Problem("organisation_id", "a company posts and closes only its own vacancies", "forbidden")
+        )
+    if existing is not None:
+        if existing.organisation_id != model.organisation_id:
+            problems.append(Problem("vacancy_id", "posted by another organisation", "conflict"))
+        elif existing.status == "closed":
+            problems.append(Problem("vacancy_id", "the vacancy is closed", "conflict"))
+    elif must_exist:
+        problems.append(Problem("vacancy_id", f"unknown vacancy {model.vacancy_id}", "not_found"))
+    data = _located(model, problems)
+    _raise_if(problems)
+    unknown = _normalise_skills(data, "required_skills", "preferred_skills")
+    if existing is not None and existing.data == data:
+        return Decision(data, unknown_skills=unknown)
+    action = "vacancy.posted" if existing is None else "vacancy.updated"
+    return Decision(data, [(ce_type(action), data)], created=existing is None, unknown_skills=unknown)
+
+
+def close_vacancy(actor: Identity, existing: VacancyState | None, vacancy_id: str, reason: str) -> Decision:
+    if existing is None:
+        raise Rejected([Problem("vacancy_id", f"unknown vacancy {vacancy_id}", "not_found")])
+    if not actor.acts_for(existing.organisation_id):
+        raise Rejected([Problem("vacancy_id", "a company closes only its own vacancies", "forbidden")])
+    if existing.status == "closed":
+        return Decision(existing.data)  # closing twice changes nothing
+    return Decision(
+        existing.data, [(ce_type("vacancy.closed"), {"vacancy_id": vacancy_id, "reason": reason})]
+    )

@@ -1,0 +1,174 @@
+"""Members' database: organisations, students (and erased markers), vacancies, plus the outbox and the
+processed-messages table. Each record keeps its canonical data (what its last event said) as JSON, beside the
+columns we look records up by."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel, col
+from techport_shared.messaging import messaging_tables
+from techport_shared.topics import STUDENTS
+
+from techport_members.domain import OrganisationState, StudentState, VacancyState
+
+
+class MembersTable(SQLModel, registry=registry()):
+    """Base of members' tables: their own MetaData, so only they go into members' database."""
+
+
+def _utc_column() -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class OrganisationRow(MembersTable, table=True):
+    __tablename__ = "organisations"
+    organisation_id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=20, index=True)
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _utc_column()
+    updated_at: datetime = _utc_column()
+
+
+class StudentRow(MembersTable, table=True):
+    __tablename__ = "students"
+    student_id: str = Field(primary_key=True, max_length=64)
+    school_id: str | None = Field(default=None, max_length=64, index=True)
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _utc_column()
+    updated_at: datetime = _utc_column()
+
+
+class ErasedStudentRow(MembersTable, table=True):
+    """All that remains of an erased student: that it was erased, when, and by which school."""
+
+    __tablename__ = "erased_students"
+    student_id: str = Field(primary_key=True, max_length=64)
+    school_id: str | None = Field(default=None, max_length=64)
+    erased_at: datetime = _utc_column()
+
+
+class VacancyRow(MembersTable, table=True):
+    __tablename__ = "vacancies"
+    vacancy_id: str = Field(primary_key=True, max_length=64)
+    organisation_id: str = Field(max_length=64, index=True)
+    status: str = Field(max_length=10, index=True)
+    closed_reason: str | None = Field(default=None, max_length=20)
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _utc_column()
+    updated_at: datetime = _utc_column()
+
+
+metadata = MembersTable.metadata
+tables = messaging_tables(metadata)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class MembersRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def organisation(self, organisation_id: str) -> OrganisationState | None:
+        row = await self.session.get(OrganisationRow, organisation_id)
+        return None if row is None else OrganisationState(row.organisation_id, row.kind, row.data)
+
+    async def save_organisation(self, data: dict[str, Any]) -> None:
+        now = datetime.now(UTC)
+        row = await self.session.get(OrganisationRow, data["organisation_id"])
+        if row is None:
+            row = OrganisationRow(
+                organisation_id=data["organisation_id"],
+                kind=data["kind"],
+                data=data,
+                created_at=now,
+                updated_at=now,
+            )
+        else:
+            row.data, row.updated_at = data, now
+        self.session.add(row)
+
+    async def student(self, student_id: str) -> StudentState | None:
+        row = await self.session.get(StudentRow, student_id)
+        if row is not None:
+            return StudentState(row.student_id, row.school_id, row.data)
+        erased = await self.session.get(ErasedStudentRow, student_id)
+        if erased is not None:
+            return StudentState(student_id, erased.school_id, None, _aware(erased.erased_at))
+        return None
+
+    async def save_student(self, data: dict[str, Any]) -> None:
+        now = datetime.now(UTC)
+        # A new registration by its school brings an erased student back.
+        await self.session.execute(
+            delete(ErasedStudentRow).where(col(ErasedStudentRow.student_id) == data["student_id"])
+        )
+        row = await self.session.get(StudentRow, data["student_id"])
+        if row is None:
+            row = StudentRow(
+                student_id=data["student_id"],
+                school_id=data["school_id"],
+                data=data,
+                created_at=now,
+                updated_at=now,
+            )
+        else:
+            row.school_id, row.data, row.updated_at = data["school_id"], data, now
+        self.session.add(row)
+
+    async def erase_student(self, student_id: str) -> None:
+        """Remove every trace of the student's personal data from this database, the outbox included."""
+        row = await self.session.get(StudentRow, student_id)
+        school_id = row.school_id if row is not None else None
+        await self.session.execute(delete(StudentRow).where(col(StudentRow.student_id) == student_id))
+        outbox = tables.outbox
+        await self.session.execute(
+            delete(outbox).where(outbox.c.topic == STUDENTS.name, outbox.c.message_key == student_id)
+        )
+        self.session.add(
+            ErasedStudentRow(student_id=student_id, school_id=school_id, erased_at=datetime.now(UTC))
+        )
+
+    async def students_of(self, school_id: str) -> list[dict[str, Any]]:
+        rows = await self.session.scalars(
+            select(StudentRow)
+            .where(col(StudentRow.school_id) == school_id)
+            .order_by(col(StudentRow.student_id))
+        )
+        return [row.data for row in rows]
+
+    async def vacancy(self, vacancy_id: str) -> VacancyState | None:
+        row = await self.session.get(VacancyRow, vacancy_id)
+        if row is None:
+            return None
+        return VacancyState(
+            row.vacancy_id, row.organisation_id, "closed" if row.status == "closed" else "open", row.data
+        )
+
+    async def save_vacancy(self, data: dict[str, Any], closed_reason: str | None = None) -> None:
+        now = datetime.now(UTC)
+        row = await self.session.get(VacancyRow, data["vacancy_id"])
+        if row is None:
+            row = VacancyRow(
+                vacancy_id=data["vacancy_id"],
+                organisation_id=data["organisation_id"],
+                status="open",
+                data=data,
+                created_at=now,
+                updated_at=now,
+            )
+        row.data, row.updated_at = data, now
+        if closed_reason is not None:
+            row.status, row.closed_reason = "closed", closed_reason
+        self.session.add(row)
+
+    async def vacancy_status(self, vacancy_id: str) -> tuple[str, str | None]:
+        row = await self.session.get(VacancyRow, vacancy_id)
+        assert row is not None
+        return row.status, row.closed_reason

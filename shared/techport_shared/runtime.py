@@ -1,0 +1,107 @@
+"""What every service wires the same way: its database, the Kafka broker, the outbox relay, the reliable
+consumer, migrations at start, readiness checks, and FastStream inside FastAPI (faststream-fastapi)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+from faststream_fastapi import FastStreamAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from techport_shared import web
+from techport_shared.consumer import DeadLetters, ReliableConsumer
+from techport_shared.db import SessionFactory, create_engine, session_factory
+from techport_shared.kafka import BrokerPublisher, create_broker
+from techport_shared.logging import configure_logging, get_logger
+from techport_shared.messaging import MessagingTables
+from techport_shared.migrations import upgrade
+from techport_shared.outbox import OutboxRelay
+from techport_shared.settings import ConsumerSettings, KafkaSettings, OutboxSettings
+from techport_shared.uow import UnitOfWork
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ServiceRuntime:
+    name: str
+    database_url: str
+    engine: AsyncEngine
+    sessions: SessionFactory
+    tables: MessagingTables
+    broker: KafkaBroker
+    relay: OutboxRelay
+    consumer: ReliableConsumer
+    migrations: Path
+    migrate_on_start: bool = True
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, self.tables, on_commit=self.relay.wake)
+
+    async def database_ready(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def broker_ready(self) -> None:
+        if not await self.broker.ping(timeout=2):
+            raise ConnectionError("Kafka unreachable")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        if self.migrate_on_start:
+            await upgrade(self.migrations, self.database_url)
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
+        try:
+            yield
+        finally:
+            self.relay.stop()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            await self.engine.dispose()
+
+    def application(self, app: FastAPI) -> FastStreamAPI:
+        """FastAPI with the broker started and stopped by its lifespan, plus health, readiness and metrics."""
+        web.install(app, self.name, {"database": self.database_ready, "kafka": self.broker_ready})
+        return FastStreamAPI(self.broker, application=app)
+
+
+def build_runtime(
+    name: str,
+    database_url: str,
+    tables: MessagingTables,
+    migrations: Path,
+    kafka: KafkaSettings | None = None,
+    consumer: ConsumerSettings | None = None,
+    outbox: OutboxSettings | None = None,
+    migrate_on_start: bool = True,
+) -> ServiceRuntime:
+    configure_logging(name)
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    broker = create_broker(kafka or KafkaSettings(), client_id=name)
+    publisher = BrokerPublisher(broker)
+    relay = OutboxRelay(name, sessions, tables, publisher, outbox)
+    reliable = ReliableConsumer(name, broker, DeadLetters(name, publisher), consumer)
+    return ServiceRuntime(
+        name=name,
+        database_url=database_url,
+        engine=engine,
+        sessions=sessions,
+        tables=tables,
+        broker=broker,
+        relay=relay,
+        consumer=reliable,
+        migrations=migrations,
+        migrate_on_start=migrate_on_start,
+    )

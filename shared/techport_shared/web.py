@@ -1,0 +1,113 @@
+"""HTTP pieces every service shares: request ids, request metrics, health and readiness, the caller's identity
+and field-level 422 errors in FastAPI's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from techport_shared.identity import IDENTITY_HEADER, Identity, InvalidIdentity, verify_token
+from techport_shared.logging import log_context
+
+REQUEST_ID_HEADER = "X-Request-ID"
+HTTP_REQUESTS = Counter(
+    "techport_http_requests_total", "HTTP requests served.", ["service", "method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "techport_http_request_seconds", "HTTP request latency.", ["service", "method", "route"]
+)
+
+ReadinessCheck = Callable[[], Awaitable[Any]]
+
+
+class RequestContextMiddleware(BaseHTTPMiddleware):
+    """Accepts or creates X-Request-ID, logs with it, returns it, and counts the request."""
+
+    def __init__(self, app: Any, service: str) -> None:
+        super().__init__(app)
+        self.service = service
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        request_id = request.headers.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        with log_context(correlation_id=request_id):
+            response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(self.service, request.method, template, str(response.status_code)).inc()
+        HTTP_SECONDS.labels(self.service, request.method, template).observe(time.perf_counter() - started)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", None) or uuid.uuid4())
+
+
+RequestId = Annotated[str, Depends(request_id)]
+
+
+def health_router(checks: Mapping[str, ReadinessCheck]) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Ready: every dependency reachable")
+    async def readyz() -> JSONResponse:
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check(), timeout=3)
+                results[name] = "ok"
+            except Exception as exc:
+                results[name] = f"unavailable: {type(exc).__name__}"
+        ready = all(value == "ok" for value in results.values())
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": results}, 200 if ready else 503
+        )
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def identity_dependency(secret: Callable[[], str]) -> Callable[[Request], Identity]:
+    """A FastAPI dependency: the verified identity of the caller, or 401."""
+
+    def caller(request: Request) -> Identity:
+        token = request.headers.get(IDENTITY_HEADER)
+        if not token:
+            raise HTTPException(401, detail="missing caller identity (requests come through the gateway)")
+        try:
+            return verify_token(token, secret())
+        except InvalidIdentity:
+            raise HTTPException(401, detail="invalid or expired caller identity") from None
+
+    return caller
+
+
+def field_errors_422(errors: list[dict[str, str]], location: str = "body") -> HTTPException:
+    """Domain validation errors in the shape FastAPI gives schema errors, so clients handle one shape."""
+    detail = [
+        {"type": "value_error", "loc": [location, *error["field"].split(".")], "msg": error["message"]}
+        for error in errors
+    ]
+    return HTTPException(422, detail=detail)
+
+
+def install(app: FastAPI, service: str, checks: Mapping[str, ReadinessCheck]) -> None:
+    app.add_middleware(RequestContextMiddleware, service=service)
+    app.include_router(health_router(checks))
