@@ -16,6 +16,20 @@ app = typer.Typer(help="Techport platform: run it, feed it, operate it.", no_arg
 app.add_typer(infra_app, name="infra")
 topics_app = typer.Typer(help="Kafka topics of the catalog.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+matching_app = typer.Typer(help="The matching service.", no_args_is_help=True)
+app.add_typer(matching_app, name="matching")
+
+
+@matching_app.command("reindex")
+def matching_reindex(
+    service: str | None = typer.Option(
+        None, help="Also tell the running matching service at this URL to rebuild."
+    ),
+) -> None:
+    """Rebuild the matching index from matching's database (MATCHING_DATABASE_URL), with a progress bar."""
+    from techport_cli.reindex import reindex
+
+    reindex(service)
 
 
 @app.command()

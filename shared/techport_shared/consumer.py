@@ -147,12 +147,14 @@ class ReliableConsumer:
         self._dead_letters = dead_letters
         self._settings = settings or ConsumerSettings()
 
-    def subscribe(self, topic: str, group_id: str, handler: RecordHandler) -> Any:
+    def subscribe(self, topics: str | tuple[str, ...], group_id: str, handler: RecordHandler) -> Any:
+        """One consumer in `group_id` for `topics` (one or several), each record handed to `handler`."""
+        names = (topics,) if isinstance(topics, str) else topics
         subscriber = self._broker.subscriber(
-            topic,
+            *names,
             group_id=group_id,
             auto_offset_reset=self._settings.auto_offset_reset,
-            title=f"{group_id}:{topic}",
+            title=f"{group_id}:{','.join(names)}",
             # Hand the whole message over, undecoded: FastStream would otherwise JSON-decode by content-type
             # and drop a record that is not JSON before our code sees it. A plain object, not the message
             # itself, so that FastAPI's dependency layer (faststream-fastapi) passes it through untouched.
@@ -272,11 +274,14 @@ class EventDispatcher:
         consumer: str,
         unit_of_work: Callable[[], UnitOfWork],
         handlers: dict[str, EventHandler],
+        lock: asyncio.Lock | None = None,
     ) -> None:
         self.service = service
         self.consumer = consumer
         self._unit_of_work = unit_of_work
         self._handlers = handlers
+        # Handlers that share in-memory state with other consumers of the service take turns.
+        self._lock = lock or contextlib.nullcontext()
 
     async def __call__(self, record: ConsumedRecord) -> str:
         envelope = read_envelope(record)
@@ -289,7 +294,7 @@ class EventDispatcher:
         except ValidationError as exc:
             raise PoisonRecord(f"data: {json.dumps(field_errors(exc))}", kind="schema") from None
         with log_context(correlation_id=envelope.correlationid or envelope.id, ce_id=envelope.id):
-            async with self._unit_of_work() as uow:
+            async with self._lock, self._unit_of_work() as uow:
                 if not await uow.claim(self.consumer, envelope.source, envelope.id):
                     return "duplicate"
                 await handler(envelope, data, uow)

@@ -123,7 +123,8 @@ class VacancyData(_Data):
     title: Text
     description: LongText = ""
     kind: VacancyKind
-    required_skills: list[SkillText] = Field(default_factory=list, max_length=100)
+    # At most 30 required skills: matching's score relies on it (coverage steps outweigh tiebreaks).
+    required_skills: list[SkillText] = Field(default_factory=list, max_length=30)
     preferred_skills: list[SkillText] = Field(default_factory=list, max_length=100)
     levels: list[Level] = Field(default_factory=list)
     postcode: Postcode

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ class ServiceRuntime:
     consumer: ReliableConsumer
     migrations: Path
     migrate_on_start: bool = True
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def uow(self) -> UnitOfWork:
@@ -55,10 +56,25 @@ class ServiceRuntime:
         if not await self.broker.ping(timeout=2):
             raise ConnectionError("Kafka unreachable")
 
+    async def wait_for_assignment(self, timeout_s: float = 30.0) -> None:
+        """Until every subscriber has partitions and knows where it reads from (tests, operations)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        for subscriber in self.broker.subscribers:
+            consumer: Any = getattr(subscriber, "consumer", None)
+            while consumer is None or not consumer.assignment():
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{self.name}: consumers not assigned in {timeout_s}s")
+                await asyncio.sleep(0.05)
+                consumer = getattr(subscriber, "consumer", None)
+            for partition in consumer.assignment():
+                await consumer.position(partition)
+
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         if self.migrate_on_start:
             await upgrade(self.migrations, self.database_url)
+        for start in self.on_start:
+            await start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
         try:
             yield

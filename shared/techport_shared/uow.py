@@ -34,6 +34,7 @@ class UnitOfWork:
         self._session: AsyncSession | None = None
         self._pending: list[tuple[str, Envelope]] = []
         self._claimed: tuple[str, str, str] | None = None
+        self._after_commit: list[Callable[[], None]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -45,6 +46,7 @@ class UnitOfWork:
         self._session = self._sessions()
         self._pending = []
         self._claimed = None
+        self._after_commit = []
         return self
 
     async def __aexit__(
@@ -60,6 +62,10 @@ class UnitOfWork:
     def emit(self, topic: str, envelope: Envelope) -> None:
         """Queue an event; it is written to the outbox in this transaction, on commit."""
         self._pending.append((topic, envelope))
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once this transaction has committed (e.g. update an in-memory index)."""
+        self._after_commit.append(action)
 
     @property
     def emitted(self) -> list[tuple[str, Envelope]]:
@@ -122,3 +128,6 @@ class UnitOfWork:
         self._pending = []
         if had_events and self._on_commit is not None:
             self._on_commit()
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            action()

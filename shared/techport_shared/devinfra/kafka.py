@@ -276,9 +276,10 @@ class LocalKafkaCluster:
         self._launch(node)
         self.wait_ready([node], timeout_s)
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """Stop every node; `graceful=False` kills them (a throwaway cluster need not shut down cleanly)."""
         for index in range(len(self.nodes)):
-            self.stop_node(index)
+            self.stop_node(index, kill=not graceful)
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

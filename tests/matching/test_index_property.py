@@ -1,0 +1,123 @@
+"""The vectorised index and the plain per-pair reference agree: same eligible pairs, same order."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from techport_matching.domain import (
+    KINDS,
+    LEVELS,
+    StudentProfile,
+    VacancyProfile,
+    reference_matches_for_student,
+    reference_matches_for_vacancy,
+)
+from techport_matching.index import MatchingIndex
+
+SKILLS = [f"skill.{i}" for i in range(12)]
+coordinate = st.one_of(st.none(), st.tuples(st.floats(52.2, 52.7), st.floats(4.4, 5.2)))
+
+
+@st.composite
+def students(draw, n: int) -> list[StudentProfile]:
+    result = []
+    for i in range(n):
+        location = draw(coordinate)
+        result.append(
+            StudentProfile(
+                student_id=f"s{i:03d}",
+                school_id=None,
+                level=draw(st.sampled_from(LEVELS)),
+                seeking=frozenset(draw(st.sets(st.sampled_from(KINDS), min_size=1))),
+                skills=frozenset(draw(st.sets(st.sampled_from(SKILLS), max_size=8))),
+                lat=None if location is None else location[0],
+                lon=None if location is None else location[1],
+                max_distance_km=draw(st.sampled_from([5.0, 15.0, 25.0, 40.0, 80.0])),
+                consent_matching=draw(st.booleans()),
+            )
+        )
+    return result
+
+
+@st.composite
+def vacancies(draw, n: int) -> list[VacancyProfile]:
+    result = []
+    for i in range(n):
+        location = draw(coordinate)
+        required = draw(st.lists(st.sampled_from(SKILLS), unique=True, max_size=6))
+        preferred = draw(
+            st.lists(
+                st.sampled_from([s for s in SKILLS if s not in required] or SKILLS), unique=True, max_size=3
+            )
+        )
+        result.append(
+            VacancyProfile(
+                vacancy_id=f"v{i:03d}",
+                organisation_id="c",
+                kind=draw(st.sampled_from(KINDS)),
+                levels=frozenset(draw(st.sets(st.sampled_from(LEVELS), max_size=3))),
+                required=tuple(required),
+                preferred=tuple(preferred),
+                lat=None if location is None else location[0],
+                lon=None if location is None else location[1],
+            )
+        )
+    return result
+
+
+def _same(fast: list[tuple[str, float]], slow: list[tuple[str, float]]) -> None:
+    assert [i for i, _ in fast] == [i for i, _ in slow]
+    assert all(
+        math.isclose(a, b, rel_tol=0, abs_tol=1e-12) for (_, a), (_, b) in zip(fast, slow, strict=True)
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), min_score=st.sampled_from([0.0, 0.3, 0.5, 0.75]), k=st.integers(1, 40))
+def test_vacancy_against_students(data, min_score: float, k: int) -> None:
+    people = data.draw(students(40))
+    [vacancy] = data.draw(vacancies(1))
+    index = MatchingIndex()
+    index.load_students(people[:20])
+    for student in people[20:]:
+        index.upsert_student(student)
+    _same(
+        index.match_vacancy(vacancy, min_score, k),
+        reference_matches_for_vacancy(vacancy, people, min_score, k),
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), min_score=st.sampled_from([0.0, 0.3, 0.5, 0.75]), k=st.integers(1, 40))
+def test_student_against_vacancies(data, min_score: float, k: int) -> None:
+    jobs = data.draw(vacancies(40))
+    [student] = data.draw(students(1))
+    index = MatchingIndex()
+    for vacancy in jobs:
+        index.upsert_vacancy(vacancy)
+    _same(
+        index.match_student(student, min_score, k), reference_matches_for_student(student, jobs, min_score, k)
+    )
+
+
+def test_updates_and_removals_are_reflected() -> None:
+    base = StudentProfile(
+        "s1", None, "mbo-4", frozenset({"job"}), frozenset({"a", "b"}), None, None, 25.0, True
+    )
+    vacancy = VacancyProfile("v1", "c", "job", frozenset(), ("a", "b"), (), None, None)
+    index = MatchingIndex()
+    index.upsert_student(base)
+    assert [i for i, _ in index.match_vacancy(vacancy, 0.5, 10)] == ["s1"]
+    index.upsert_student(
+        StudentProfile("s1", None, "mbo-4", frozenset({"job"}), frozenset({"c"}), None, None, 25.0, True)
+    )
+    assert index.match_vacancy(vacancy, 0.5, 10) == []  # the old skills are gone with the old slot
+    index.upsert_student(base)
+    index.remove_student("s1")
+    assert index.match_vacancy(vacancy, 0.0, 10) == []
+    index.upsert_vacancy(vacancy)
+    index.set_full("v1", True)
+    assert index.match_student(base, 0.0, 10) == []
+    assert index.stale_fraction() > 0
