@@ -12,8 +12,8 @@ from techport_shared.devinfra.kafka import free_port
 
 
 @asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    port = free_port()
+async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

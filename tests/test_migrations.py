@@ -12,12 +12,15 @@ from techport_matching import main as matching_main
 from techport_matching.store import metadata as matching_metadata
 from techport_members import main as members_main
 from techport_members.store import metadata as members_metadata
+from techport_notifications import main as notifications_main
+from techport_notifications.store import metadata as notifications_metadata
 from techport_shared.db import create_engine
 from techport_shared.migrations import upgrade
 
 SERVICES = {
     "members": (members_main.MIGRATIONS, members_metadata),
     "matching": (matching_main.MIGRATIONS, matching_metadata),
+    "notifications": (notifications_main.MIGRATIONS, notifications_metadata),
 }
 
 

@@ -20,6 +20,27 @@ matching_app = typer.Typer(help="The matching service.", no_args_is_help=True)
 app.add_typer(matching_app, name="matching")
 
 
+notifications_app = typer.Typer(help="The notifications service.", no_args_is_help=True)
+app.add_typer(notifications_app, name="notifications")
+
+
+@notifications_app.command("retry")
+def notifications_retry() -> None:
+    """Put failed notifications back on the schedule (NOTIFICATIONS_DATABASE_URL); the service sends them."""
+    from techport_notifications.service import retry_failed
+    from techport_notifications.settings import NotificationsSettings
+    from techport_shared.db import create_engine, session_factory
+
+    async def _retry() -> int:
+        engine = create_engine(NotificationsSettings().database_url)
+        try:
+            return await retry_failed(session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"rescheduled {asyncio.run(_retry())} failed notifications")
+
+
 @matching_app.command("reindex")
 def matching_reindex(
     service: str | None = typer.Option(

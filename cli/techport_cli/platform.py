@@ -162,6 +162,11 @@ def run_platform(var: Path) -> None:
                 )
                 env = service_environment(spec, var, bootstrap, smtp_host, smtp_port)
                 env.update({f"{s.spec.name.upper()}_URL": s.url for s in running})
+                if spec.name == "notifications" and not any(
+                    s.name == "gateway" for s in SERVICES if s.exists()
+                ):
+                    # Without a gateway, unsubscribe links point at the service itself.
+                    env.setdefault("TECHPORT_PUBLIC_URL", f"http://127.0.0.1:{port}")
                 service = start_service(spec, port, env, var)
                 running.append(service)
                 with console.status(f"Starting {spec.name}..."):

@@ -44,6 +44,13 @@ class ServiceRuntime:
     migrate_on_start: bool = True
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _stops: list[Callable[[], None]] = field(default_factory=list)
+
+    def background(self, work: Awaitable[Any], name: str, stop: Callable[[], None] | None = None) -> None:
+        """Run `work` for the life of the service; it is stopped and cancelled at shutdown."""
+        self._tasks.append(asyncio.ensure_future(work))
+        if stop is not None:
+            self._stops.append(stop)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.sessions, self.tables, on_commit=self.relay.wake)
@@ -80,6 +87,8 @@ class ServiceRuntime:
             yield
         finally:
             self.relay.stop()
+            for stop in self._stops:
+                stop()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

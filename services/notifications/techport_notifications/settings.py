@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from techport_shared.settings import ConsumerSettings, KafkaSettings, OutboxSettings
+
+
+class SmtpSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMTP_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 1025
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = False
+    use_tls: bool = False
+    timeout_s: float = 10.0
+    sender: str = "Techport IJmond <noreply@techport.nl>"
+
+
+class NotificationsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore", populate_by_name=True)
+
+    database_url: str = "sqlite:///var/notifications.db"
+    migrate_on_start: bool = True
+    consumer_group: str = "notifications"
+    identity_secret: SecretStr = Field(
+        validation_alias=AliasChoices("TECHPORT_IDENTITY_SECRET", "identity_secret")
+    )
+    digest_seconds: float = Field(
+        60, ge=0, validation_alias=AliasChoices("NOTIFY_DIGEST_SECONDS", "digest_seconds")
+    )
+    # Signs unsubscribe tokens; it must stay the same across restarts and replicas.
+    unsubscribe_secret: SecretStr = Field(
+        validation_alias=AliasChoices(
+            "NOTIFY_UNSUBSCRIBE_SECRET", "TECHPORT_IDENTITY_SECRET", "unsubscribe_secret"
+        )
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000/api/v1", validation_alias=AliasChoices("TECHPORT_PUBLIC_URL", "public_url")
+    )
+    send_attempts: int = Field(5, ge=1, description="SMTP attempts before notification.failed")
+    backoff_initial_s: float = Field(2.0, gt=0)
+    backoff_max_s: float = Field(300.0, gt=0)
+    poll_interval_s: float = Field(1.0, gt=0)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
