@@ -9,12 +9,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
 from techport_shared.db import async_url, create_engine
+from techport_shared.messaging import messaging_tables
 
 
 def alembic_config(script_location: Path, url: str) -> Config:
@@ -23,6 +24,20 @@ def alembic_config(script_location: Path, url: str) -> Config:
     # Alembic's config is an ini parser: a literal % must be doubled.
     config.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
     return config
+
+
+def create_messaging_tables() -> None:
+    """In a service's first migration: the outbox and processed-messages tables (`messaging.py`), from their
+    one definition. Their shape is version 1; a change to it comes with a new migration in every service."""
+    metadata = MetaData()
+    messaging_tables(metadata)
+    metadata.create_all(op.get_bind())
+
+
+def drop_messaging_tables() -> None:
+    metadata = MetaData()
+    messaging_tables(metadata)
+    metadata.drop_all(op.get_bind())
 
 
 def run_env(target_metadata: MetaData) -> None:

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
 from faststream_fastapi import FastStreamAPI
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,7 +25,7 @@ from techport_shared.logging import configure_logging, get_logger
 from techport_shared.messaging import MessagingTables
 from techport_shared.migrations import upgrade
 from techport_shared.outbox import OutboxRelay
-from techport_shared.settings import ConsumerSettings, KafkaSettings, OutboxSettings
+from techport_shared.settings import ServiceSettings
 from techport_shared.uow import UnitOfWork
 
 log = get_logger(__name__)
@@ -42,6 +43,7 @@ class ServiceRuntime:
     consumer: ReliableConsumer
     migrations: Path
     migrate_on_start: bool = True
+    identity_secret: SecretStr | None = None
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stops: list[Callable[[], None]] = field(default_factory=list)
@@ -95,32 +97,35 @@ class ServiceRuntime:
             self._tasks.clear()
             await self.engine.dispose()
 
-    def application(self, app: FastAPI) -> FastStreamAPI:
-        """FastAPI with the broker started and stopped by its lifespan, plus health, readiness and metrics."""
+    def http_app(self, title: str, description: str, router: APIRouter, **state: Any) -> FastStreamAPI:
+        """The service's FastAPI app with the broker started and stopped by its lifespan; health, readiness,
+        metrics; the caller's identity verified on every route that asks for it (web.Caller)."""
+        app = FastAPI(title=title, description=description, version="1.0.0", lifespan=self.lifespan)
+        app.state.runtime = self
+        secret = self.identity_secret
+        if secret is None:
+            raise ValueError("a service needs the identity secret (TECHPORT_IDENTITY_SECRET)")
+        app.state.caller = web.identity_dependency(secret.get_secret_value)
+        for key, value in state.items():
+            setattr(app.state, key, value)
+        app.include_router(router)
         web.install(app, self.name, {"database": self.database_ready, "kafka": self.broker_ready})
         return FastStreamAPI(self.broker, application=app)
 
 
 def build_runtime(
-    name: str,
-    database_url: str,
-    tables: MessagingTables,
-    migrations: Path,
-    kafka: KafkaSettings | None = None,
-    consumer: ConsumerSettings | None = None,
-    outbox: OutboxSettings | None = None,
-    migrate_on_start: bool = True,
+    name: str, settings: ServiceSettings, tables: MessagingTables, migrations: Path
 ) -> ServiceRuntime:
     configure_logging(name)
-    engine = create_engine(database_url)
+    engine = create_engine(settings.database_url)
     sessions = session_factory(engine)
-    broker = create_broker(kafka or KafkaSettings(), client_id=name)
+    broker = create_broker(settings.kafka, client_id=name)
     publisher = BrokerPublisher(broker)
-    relay = OutboxRelay(name, sessions, tables, publisher, outbox)
-    reliable = ReliableConsumer(name, broker, DeadLetters(name, publisher), consumer)
+    relay = OutboxRelay(name, sessions, tables, publisher, settings.outbox)
+    reliable = ReliableConsumer(name, broker, DeadLetters(name, publisher), settings.consumer)
     return ServiceRuntime(
         name=name,
-        database_url=database_url,
+        database_url=settings.database_url,
         engine=engine,
         sessions=sessions,
         tables=tables,
@@ -128,5 +133,6 @@ def build_runtime(
         relay=relay,
         consumer=reliable,
         migrations=migrations,
-        migrate_on_start=migrate_on_start,
+        migrate_on_start=settings.migrate_on_start,
+        identity_secret=settings.identity_secret,
     )

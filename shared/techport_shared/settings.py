@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,3 +41,20 @@ class OutboxSettings(BaseSettings):
     poll_interval_s: float = Field(default=0.5, gt=0)
     batch_size: int = Field(default=200, ge=1)
     backoff_max_s: float = Field(default=5.0, gt=0)
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads; a service's subclass sets its env prefix (MEMBERS_, ...) and defaults."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str
+    migrate_on_start: bool = True
+    consumer_group: str
+    # Shared with the gateway, which signs the caller's identity with it.
+    identity_secret: SecretStr = Field(
+        validation_alias=AliasChoices("TECHPORT_IDENTITY_SECRET", "identity_secret")
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
@@ -16,6 +16,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from techport_shared.identity import IDENTITY_HEADER, Identity, InvalidIdentity, verify_token
 from techport_shared.logging import log_context
+from techport_shared.uow import UnitOfWork
 
 REQUEST_ID_HEADER = "X-Request-ID"
 HTTP_REQUESTS = Counter(
@@ -97,6 +98,21 @@ def identity_dependency(secret: Callable[[], str]) -> Callable[[Request], Identi
             raise HTTPException(401, detail="invalid or expired caller identity") from None
 
     return caller
+
+
+def caller(request: Request) -> Identity:
+    """The verified caller (401 without a valid identity token)."""
+    identity: Identity = request.app.state.caller(request)
+    return identity
+
+
+async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
+    async with request.app.state.runtime.uow() as uow:
+        yield uow
+
+
+Caller = Annotated[Identity, Depends(caller)]
+UoW = Annotated[UnitOfWork, Depends(unit_of_work)]
 
 
 def field_errors_422(errors: list[dict[str, str]], location: str = "body") -> HTTPException:

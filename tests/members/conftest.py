@@ -139,7 +139,7 @@ async def members(db_url: str, kafka_topics: KafkaSettings) -> AsyncIterator[Mem
         database_url=db_url,
         identity_secret=SECRET,
         kafka=kafka_topics,
-        ingress_group=uid("members-ingress-test"),
+        consumer_group=uid("members-ingress-test"),
         consumer=ConsumerSettings(max_attempts=2, backoff_initial_s=0.05),
     )
     app, runtime = build(settings)

@@ -5,27 +5,14 @@ and matched skills only, never a student's email or address."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
-from techport_shared.identity import Identity
-from techport_shared.uow import UnitOfWork
-from techport_shared.web import RequestId
+from techport_shared.web import Caller, RequestId, UoW
 
 from techport_matching.service import Matching, Origin, Refused
 from techport_matching.store import MatchingRepository, PartnershipRow, StudentRow, VacancyRow
-
-
-def caller(request: Request) -> Identity:
-    identity: Identity = request.app.state.caller(request)
-    return identity
-
-
-async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
-    async with request.app.state.runtime.uow() as uow:
-        yield uow
 
 
 def matching(request: Request) -> Matching:
@@ -33,8 +20,6 @@ def matching(request: Request) -> Matching:
     return service
 
 
-Caller = Annotated[Identity, Depends(caller)]
-UoW = Annotated[UnitOfWork, Depends(unit_of_work)]
 Service = Annotated[Matching, Depends(matching)]
 router = APIRouter()
 

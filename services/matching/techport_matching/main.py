@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from fastapi import FastAPI
 from faststream_fastapi import FastStreamAPI
 from techport_shared.runtime import ServiceRuntime, build_runtime
-from techport_shared.web import identity_dependency
 
 from techport_matching.api import router
 from techport_matching.handlers import TOPICS, dispatcher
@@ -21,16 +19,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def build(settings: MatchingSettings | None = None) -> tuple[FastStreamAPI, ServiceRuntime, Matching]:
     settings = settings or MatchingSettings()
-    runtime = build_runtime(
-        "matching",
-        settings.database_url,
-        tables,
-        MIGRATIONS,
-        kafka=settings.kafka,
-        consumer=settings.consumer,
-        outbox=settings.outbox,
-        migrate_on_start=settings.migrate_on_start,
-    )
+    runtime = build_runtime("matching", settings, tables, MIGRATIONS)
     matching = Matching(settings)
     lock = asyncio.Lock()
     handle = dispatcher(matching, runtime.uow, lock)
@@ -42,18 +31,14 @@ def build(settings: MatchingSettings | None = None) -> tuple[FastStreamAPI, Serv
             await matching.rebuild_index(runtime.sessions)
 
     runtime.on_start.append(load_index)
-    app = FastAPI(
-        title="Techport matching",
-        description="Scored, explained matches between students and vacancies; partnerships.",
-        version="1.0.0",
-        lifespan=runtime.lifespan,
+    app = runtime.http_app(
+        "Techport matching",
+        "Scored, explained matches between students and vacancies; partnerships.",
+        router,
+        matching=matching,
+        index_lock=lock,
     )
-    app.state.runtime = runtime
-    app.state.matching = matching
-    app.state.index_lock = lock
-    app.state.caller = identity_dependency(settings.identity_secret.get_secret_value)
-    app.include_router(router)
-    return runtime.application(app), runtime, matching
+    return app, runtime, matching
 
 
 def create_app() -> FastStreamAPI:

@@ -3,10 +3,9 @@ from the gateway's signed token; ownership is enforced here by the same rules as
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal, Optional
+from typing import Any, Literal, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel, ValidationError, create_model
 from techport_shared.events import (
     OrganisationRegistered,
@@ -18,24 +17,11 @@ from techport_shared.events import (
 )
 from techport_shared.identity import Identity
 from techport_shared.uow import UnitOfWork
-from techport_shared.web import RequestId, field_errors_422
+from techport_shared.web import Caller, RequestId, UoW, field_errors_422
 
 from techport_members import service
 from techport_members.domain import STATUS, Decision, Rejected
 from techport_members.service import Cause
-
-
-def caller(request: Request) -> Identity:
-    return request.app.state.caller(request)
-
-
-async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
-    async with request.app.state.runtime.uow() as uow:
-        yield uow
-
-
-Caller = Annotated[Identity, Depends(caller)]
-UoW = Annotated[UnitOfWork, Depends(unit_of_work)]
 
 router = APIRouter()
 

@@ -3,27 +3,15 @@ credential)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
-from techport_shared.identity import Identity
-from techport_shared.uow import UnitOfWork
+from techport_shared.web import Caller, UoW
 
 from techport_notifications.service import Notifications
 from techport_notifications.store import NotificationsRepository
-
-
-def caller(request: Request) -> Identity:
-    identity: Identity = request.app.state.caller(request)
-    return identity
-
-
-async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
-    async with request.app.state.runtime.uow() as uow:
-        yield uow
 
 
 def notifications(request: Request) -> Notifications:
@@ -31,8 +19,6 @@ def notifications(request: Request) -> Notifications:
     return service
 
 
-Caller = Annotated[Identity, Depends(caller)]
-UoW = Annotated[UnitOfWork, Depends(unit_of_work)]
 Service = Annotated[Notifications, Depends(notifications)]
 router = APIRouter()
 

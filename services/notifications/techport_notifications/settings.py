@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from techport_shared.settings import ConsumerSettings, KafkaSettings, OutboxSettings
+from techport_shared.settings import ServiceSettings
 
 
 class SmtpSettings(BaseSettings):
@@ -18,15 +18,11 @@ class SmtpSettings(BaseSettings):
     sender: str = "Techport IJmond <noreply@techport.nl>"
 
 
-class NotificationsSettings(BaseSettings):
+class NotificationsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore", populate_by_name=True)
 
     database_url: str = "sqlite:///var/notifications.db"
-    migrate_on_start: bool = True
     consumer_group: str = "notifications"
-    identity_secret: SecretStr = Field(
-        validation_alias=AliasChoices("TECHPORT_IDENTITY_SECRET", "identity_secret")
-    )
     digest_seconds: float = Field(
         60, ge=0, validation_alias=AliasChoices("NOTIFY_DIGEST_SECONDS", "digest_seconds")
     )
@@ -44,6 +40,3 @@ class NotificationsSettings(BaseSettings):
     backoff_max_s: float = Field(300.0, gt=0)
     poll_interval_s: float = Field(1.0, gt=0)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
-    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
