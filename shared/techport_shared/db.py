@@ -54,3 +54,19 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def json_field() -> Any:
+    """A SQLModel field stored as JSON (lists and objects of the canonical event data)."""
+    from sqlalchemy import JSON, Column
+    from sqlmodel import Field
+
+    return Field(sa_column=Column(JSON, nullable=False))
+
+
+def utc_field(nullable: bool = False) -> Any:
+    """A SQLModel field for a moment in time, stored with its time zone."""
+    from sqlalchemy import Column, DateTime
+    from sqlmodel import Field
+
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))

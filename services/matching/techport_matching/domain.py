@@ -14,6 +14,7 @@ covering more required skills always ranks higher.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from techport_shared.geo import haversine_km
@@ -99,31 +100,31 @@ def assess(student: StudentProfile, vacancy: VacancyProfile) -> Assessment:
     return Assessment(score(coverage, preferred_fraction, proximity), matched, missing, preferred, distance)
 
 
+def _ranked(
+    pairs: Iterable[tuple[str, StudentProfile, VacancyProfile]], min_score: float, k: int
+) -> list[tuple[str, float]]:
+    found = []
+    for key, student, vacancy in pairs:
+        if eligible(student, vacancy):
+            result = assess(student, vacancy)
+            if result.score >= min_score:
+                found.append((key, result.score))
+    found.sort(key=lambda pair: (-pair[1], pair[0]))
+    return found[:k]
+
+
 def reference_matches_for_vacancy(
     vacancy: VacancyProfile, students: list[StudentProfile], min_score: float, k: int
 ) -> list[tuple[str, float]]:
     """The plain per-pair implementation: (student_id, score), best first, ties by student id."""
-    found = []
-    for student in students:
-        if eligible(student, vacancy):
-            result = assess(student, vacancy)
-            if result.score >= min_score:
-                found.append((student.student_id, result.score))
-    found.sort(key=lambda pair: (-pair[1], pair[0]))
-    return found[:k]
+    return _ranked(((s.student_id, s, vacancy) for s in students), min_score, k)
 
 
 def reference_matches_for_student(
     student: StudentProfile, vacancies: list[VacancyProfile], min_score: float, k: int
 ) -> list[tuple[str, float]]:
-    found = []
-    for vacancy in vacancies:
-        if eligible(student, vacancy):
-            result = assess(student, vacancy)
-            if result.score >= min_score:
-                found.append((vacancy.vacancy_id, result.score))
-    found.sort(key=lambda pair: (-pair[1], pair[0]))
-    return found[:k]
+    """The plain per-pair implementation: (vacancy_id, score), best first, ties by vacancy id."""
+    return _ranked(((v.vacancy_id, student, v) for v in vacancies), min_score, k)
 
 
 def match_id(student_id: str, vacancy_id: str) -> str:

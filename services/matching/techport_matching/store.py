@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint, delete, func, select
+from sqlalchemy import UniqueConstraint, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
+from techport_shared.db import json_field, utc_field
 from techport_shared.messaging import messaging_tables
 
 from techport_matching.domain import StudentProfile, VacancyProfile
@@ -18,14 +19,6 @@ from techport_matching.domain import StudentProfile, VacancyProfile
 
 class MatchingTable(SQLModel, registry=registry()):
     """Base of matching's tables: their own MetaData, so only they go into matching's database."""
-
-
-def _json() -> Any:
-    return Field(sa_column=Column(JSON, nullable=False))
-
-
-def _when(nullable: bool = False) -> Any:
-    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
 
 
 class OrganisationRow(MatchingTable, table=True):
@@ -44,13 +37,13 @@ class StudentRow(MatchingTable, table=True):
     given_name: str = Field(max_length=200)
     level: str = Field(max_length=20)
     programme: str = Field(max_length=200)
-    seeking: list[str] = _json()
-    skills: list[str] = _json()
+    seeking: list[str] = json_field()
+    skills: list[str] = json_field()
     lat: float | None = None
     lon: float | None = None
     max_distance_km: float
     consent_matching: bool
-    updated_at: datetime = _when()
+    updated_at: datetime = utc_field()
 
     def profile(self) -> StudentProfile:
         return StudentProfile(
@@ -69,7 +62,7 @@ class StudentRow(MatchingTable, table=True):
 class ErasedStudentRow(MatchingTable, table=True):
     __tablename__ = "erased_students"
     student_id: str = Field(primary_key=True, max_length=64)
-    erased_at: datetime = _when()
+    erased_at: datetime = utc_field()
 
 
 class VacancyRow(MatchingTable, table=True):
@@ -78,13 +71,13 @@ class VacancyRow(MatchingTable, table=True):
     organisation_id: str = Field(max_length=64, index=True)
     title: str = Field(max_length=200)
     kind: str = Field(max_length=20)
-    levels: list[str] = _json()
-    required_skills: list[str] = _json()
-    preferred_skills: list[str] = _json()
+    levels: list[str] = json_field()
+    required_skills: list[str] = json_field()
+    preferred_skills: list[str] = json_field()
     lat: float | None = None
     lon: float | None = None
     status: str = Field(max_length=10, index=True)
-    updated_at: datetime = _when()
+    updated_at: datetime = utc_field()
 
     def profile(self) -> VacancyProfile:
         return VacancyProfile(
@@ -109,10 +102,10 @@ class MatchRow(MatchingTable, table=True):
     organisation_id: str = Field(max_length=64)
     school_id: str | None = Field(default=None, max_length=64)
     score: float
-    reasons: dict[str, Any] = _json()
+    reasons: dict[str, Any] = json_field()
     status: str = Field(max_length=10)
     withdrawn_reason: str | None = Field(default=None, max_length=200)
-    created_at: datetime = _when()
+    created_at: datetime = utc_field()
 
 
 class PartnershipRow(MatchingTable, table=True):
@@ -122,12 +115,12 @@ class PartnershipRow(MatchingTable, table=True):
     company_id: str = Field(max_length=64, index=True)
     school_id: str = Field(max_length=64, index=True)
     status: str = Field(max_length=10)
-    basis: dict[str, Any] = _json()
+    basis: dict[str, Any] = json_field()
     proposed_by: str = Field(max_length=64)
     company_accepted: bool = False
     school_accepted: bool = False
-    created_at: datetime = _when()
-    formed_at: datetime | None = _when(nullable=True)
+    created_at: datetime = utc_field()
+    formed_at: datetime | None = utc_field(nullable=True)
 
 
 metadata = MatchingTable.metadata

@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
+from techport_shared.db import json_field, utc_field
 from techport_shared.messaging import messaging_tables
 from techport_shared.topics import STUDENTS
 
@@ -21,26 +22,22 @@ class MembersTable(SQLModel, registry=registry()):
     """Base of members' tables: their own MetaData, so only they go into members' database."""
 
 
-def _utc_column() -> Any:
-    return Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-
-
 class OrganisationRow(MembersTable, table=True):
     __tablename__ = "organisations"
     organisation_id: str = Field(primary_key=True, max_length=64)
     kind: str = Field(max_length=20, index=True)
-    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    created_at: datetime = _utc_column()
-    updated_at: datetime = _utc_column()
+    data: dict[str, Any] = json_field()
+    created_at: datetime = utc_field()
+    updated_at: datetime = utc_field()
 
 
 class StudentRow(MembersTable, table=True):
     __tablename__ = "students"
     student_id: str = Field(primary_key=True, max_length=64)
     school_id: str | None = Field(default=None, max_length=64, index=True)
-    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    created_at: datetime = _utc_column()
-    updated_at: datetime = _utc_column()
+    data: dict[str, Any] = json_field()
+    created_at: datetime = utc_field()
+    updated_at: datetime = utc_field()
 
 
 class ErasedStudentRow(MembersTable, table=True):
@@ -49,7 +46,7 @@ class ErasedStudentRow(MembersTable, table=True):
     __tablename__ = "erased_students"
     student_id: str = Field(primary_key=True, max_length=64)
     school_id: str | None = Field(default=None, max_length=64)
-    erased_at: datetime = _utc_column()
+    erased_at: datetime = utc_field()
 
 
 class VacancyRow(MembersTable, table=True):
@@ -58,9 +55,9 @@ class VacancyRow(MembersTable, table=True):
     organisation_id: str = Field(max_length=64, index=True)
     status: str = Field(max_length=10, index=True)
     closed_reason: str | None = Field(default=None, max_length=20)
-    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    created_at: datetime = _utc_column()
-    updated_at: datetime = _utc_column()
+    data: dict[str, Any] = json_field()
+    created_at: datetime = utc_field()
+    updated_at: datetime = utc_field()
 
 
 metadata = MembersTable.metadata

@@ -7,23 +7,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint, delete, select
+from sqlalchemy import UniqueConstraint, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
+from techport_shared.db import json_field, utc_field
 from techport_shared.messaging import messaging_tables
 
 
 class NotificationsTable(SQLModel, registry=registry()):
     """Base of notifications' tables: their own MetaData, so only they go into notifications' database."""
-
-
-def _json() -> Any:
-    return Field(sa_column=Column(JSON, nullable=False))
-
-
-def _when(nullable: bool = False) -> Any:
-    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
 
 
 class RecipientRow(NotificationsTable, table=True):
@@ -56,13 +49,13 @@ class OrganisationInfoRow(NotificationsTable, table=True):
 class UnsubscribeRow(NotificationsTable, table=True):
     __tablename__ = "unsubscribes"
     recipient_id: str = Field(primary_key=True, max_length=80)
-    unsubscribed_at: datetime = _when()
+    unsubscribed_at: datetime = utc_field()
 
 
 class ErasedRow(NotificationsTable, table=True):
     __tablename__ = "erased_students"
     student_id: str = Field(primary_key=True, max_length=64)
-    erased_at: datetime = _when()
+    erased_at: datetime = utc_field()
 
 
 class NotificationRow(NotificationsTable, table=True):
@@ -73,12 +66,12 @@ class NotificationRow(NotificationsTable, table=True):
     recipient_id: str = Field(max_length=80, index=True)
     template: str = Field(max_length=40)
     status: str = Field(max_length=12, index=True)  # pending, sent, suppressed, failed
-    due_at: datetime = _when()
+    due_at: datetime = utc_field()
     attempts: int = 0
     last_error: str | None = None
     message_id: str = Field(max_length=200)
-    created_at: datetime = _when()
-    finished_at: datetime | None = _when(nullable=True)
+    created_at: datetime = utc_field()
+    finished_at: datetime | None = utc_field(nullable=True)
 
 
 class NotificationItemRow(NotificationsTable, table=True):
@@ -92,7 +85,7 @@ class NotificationItemRow(NotificationsTable, table=True):
     subject_id: str = Field(max_length=80)  # the match id or partnership id
     student_id: str | None = Field(default=None, max_length=64, index=True)  # whom the item is about
     about_ce_id: str = Field(max_length=200)
-    details: dict[str, Any] = _json()
+    details: dict[str, Any] = json_field()
 
 
 metadata = NotificationsTable.metadata
