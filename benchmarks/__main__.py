@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import matching
+from benchmarks import gateway, matching
 
-SUITES = {"matching": matching.main}
+SUITES = {"matching": matching.main, "gateway": gateway.main}
 
 if __name__ == "__main__":
     names = [a for a in sys.argv[1:2] if a in SUITES] or list(SUITES)

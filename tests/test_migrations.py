@@ -8,6 +8,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
+from techport_gateway import main as gateway_main
+from techport_gateway.store import metadata as gateway_metadata
 from techport_matching import main as matching_main
 from techport_matching.store import metadata as matching_metadata
 from techport_members import main as members_main
@@ -18,6 +20,7 @@ from techport_shared.db import create_engine
 from techport_shared.migrations import upgrade
 
 SERVICES = {
+    "gateway": (gateway_main.MIGRATIONS, gateway_metadata),
     "members": (members_main.MIGRATIONS, members_metadata),
     "matching": (matching_main.MIGRATIONS, matching_metadata),
     "notifications": (notifications_main.MIGRATIONS, notifications_metadata),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,10 +13,11 @@ import time
 from pathlib import Path
 
 import httpx
-from techport_shared.identity import IDENTITY_HEADER, OPERATOR, issue_token
+from techport_shared.devinfra.kafka import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "platform-test-secret-0123456789abcdef"
+OPERATOR_KEY = "op_platform_test_0123456789abcdef"
 
 
 def _wait_for(path: Path, process: subprocess.Popen[bytes], timeout_s: float) -> dict:
@@ -33,6 +35,8 @@ def test_run_starts_the_platform_and_a_published_partner_event_reaches_the_api(t
     var = tmp_path / "var"
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["TECHPORT_IDENTITY_SECRET"] = SECRET
+    env["TECHPORT_OPERATOR_KEY"] = OPERATOR_KEY
+    env["TECHPORT_GATEWAY_PORT"] = str(free_port())
     log = (tmp_path / "run.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "techport_cli.main", "run", "--var", str(var)],
@@ -46,8 +50,9 @@ def test_run_starts_the_platform_and_a_published_partner_event_reaches_the_api(t
         assert endpoints["kafka"].startswith("127.0.0.1:")
         assert endpoints["smtp"].startswith("127.0.0.1:")
         assert Path(endpoints["mail_dir"]).is_absolute()
-        members = endpoints["services"]["members"]
-        headers = {IDENTITY_HEADER: issue_token(OPERATOR, SECRET)}
+        assert set(endpoints["services"]) == {"members", "matching", "notifications"}
+        api = f"{endpoints['gateway']}/api/v1"
+        headers = {"Authorization": f"Bearer {OPERATOR_KEY}"}
         school = {
             "organisation_id": "nova-college",
             "kind": "school",
@@ -57,7 +62,9 @@ def test_run_starts_the_platform_and_a_published_partner_event_reaches_the_api(t
             "city": "IJmuiden",
             "brin_code": "25LH",
         }
-        assert httpx.post(f"{members}/organisations", json=school, headers=headers).status_code == 201
+        registered = httpx.post(f"{api}/organisations", json=school, headers=headers)
+        assert registered.status_code == 201 and registered.json()["api_key"].startswith("tpk_")
+        school_key = {"Authorization": f"Bearer {registered.json()['api_key']}"}
 
         published = subprocess.run(
             [
@@ -77,15 +84,61 @@ def test_run_starts_the_platform_and_a_published_partner_event_reaches_the_api(t
 
         deadline = time.monotonic() + 30
         while True:
-            response = httpx.get(f"{members}/students/nova-stu-000123", headers=headers)
+            response = httpx.get(f"{api}/students/nova-stu-000123", headers=school_key)
             if response.status_code == 200:
                 break
             assert time.monotonic() < deadline, response.text
             time.sleep(0.3)
         assert response.json()["skills"] == ["elec.nen3140", "plc.programming", "safety.vca.basic", "lang.en"]
+
+        demo = subprocess.run(
+            [sys.executable, "-m", "techport_cli.main", "demo", "--var", str(var), "--students", "60"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+        total = int(re.search(r"(\d+) matches in all", demo.stdout).group(1))
+        assert total > 0, demo.stdout
+        assert endpoints["mail_dir"] in demo.stdout.replace("\n", "")
+
+        for guide in ("docs/partner-guide.md", "docs/operator-guide.md"):
+            _run_guide(guide, tmp_path, endpoints, var, env)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
         log.close()
     assert process.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
     assert not (var / "run" / "endpoints.json").exists()
+
+
+def _run_guide(guide: str, tmp_path: Path, endpoints: dict, var: Path, env: dict[str, str]) -> None:
+    """Every `sh` block of a guide, in order, as one script, against the running platform."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / guide).read_text(), flags=re.S)
+    assert blocks, guide
+    work = tmp_path / Path(guide).stem
+    work.mkdir()
+    (work / "examples").symlink_to(ROOT / "examples")
+    shim = work / "bin" / "uv"
+    shim.parent.mkdir()
+    uv = os.environ.get("UV") or "uv"
+    shim.write_text(
+        f'#!/bin/bash\nif [ "$1" = run ]; then shift; exec "{uv}" run --frozen --project "{ROOT}" "$@"; fi\n'
+        f'exec "{uv}" "$@"\n'
+    )
+    shim.chmod(0o755)
+    script = "set -euo pipefail\n" + "\n".join(blocks)
+    guide_env = {
+        **env,
+        "PATH": f"{shim.parent}:{env['PATH']}",
+        "TECHPORT_GATEWAY": endpoints["gateway"],
+        "TECHPORT_API": f"{endpoints['gateway']}/api/v1",
+        "KAFKA_BOOTSTRAP_SERVERS": endpoints["kafka"],
+        "NOTIFICATIONS_DATABASE_URL": f"sqlite:///{(var / 'notifications.db').resolve()}",
+    }
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=work, env=guide_env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"{guide}: {result.stdout[-1500:]} {result.stderr[-3000:]}"

@@ -20,6 +20,35 @@ matching_app = typer.Typer(help="The matching service.", no_args_is_help=True)
 app.add_typer(matching_app, name="matching")
 
 
+dlq_app = typer.Typer(help="The dead-letter topic.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(wait: float = typer.Option(5.0, help="Seconds to read the topic for.")) -> None:
+    """Dead-lettered records: where they came from, which service gave up, why, after how many attempts."""
+    from rich.console import Console
+    from rich.table import Table
+    from techport_shared.topics import DLQ
+
+    from techport_cli.publish import bootstrap_servers, read_topic
+
+    table = Table(title=DLQ.name)
+    for column in ("offset", "from", "service", "attempts", "error"):
+        table.add_column(column)
+    for record in asyncio.run(read_topic(bootstrap_servers(), DLQ.name, wait)):
+        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers or ()}
+        origin = f"{headers.get('dlq_topic')}[{headers.get('dlq_partition')}]@{headers.get('dlq_offset')}"
+        table.add_row(
+            str(record.offset),
+            origin,
+            headers.get("dlq_service", ""),
+            headers.get("dlq_attempts", ""),
+            headers.get("dlq_error", "")[:120],
+        )
+    Console(width=200).print(table)
+
+
 notifications_app = typer.Typer(help="The notifications service.", no_args_is_help=True)
 app.add_typer(notifications_app, name="notifications")
 
@@ -73,6 +102,31 @@ def publish(
     document = json.loads(file.read_text(encoding="utf-8"))
     envelope = asyncio.run(publish_file(document, topic, bootstrap_servers(), structured))
     typer.echo(f"published {envelope.type} id={envelope.id} to {topic}")
+
+
+@app.command()
+def rejections(
+    partner: str = typer.Argument(..., help="The partner's organisation id (the key of its rejections)."),
+    wait: float = typer.Option(5.0, help="Seconds to read the topic for."),
+) -> None:
+    """Print the partner's rejected ingress events, with every error, as JSON lines."""
+    from techport_cli.publish import bootstrap_servers, read_rejections
+
+    for rejection in asyncio.run(read_rejections(bootstrap_servers(), partner, wait)):
+        typer.echo(json.dumps(rejection, ensure_ascii=False))
+
+
+@app.command()
+def demo(
+    var: Path = typer.Option(Path("var"), help="Where `techport run` wrote run/endpoints.json."),
+    students: int = typer.Option(300, min=1, help="How many students to register."),
+    operator_key: str | None = typer.Option(None, help="Default: TECHPORT_OPERATOR_KEY."),
+    seed: int = typer.Option(2027, help="Same seed, same network."),
+) -> None:
+    """Fill the running platform with a realistic IJmond network and show the matches."""
+    from techport_cli.demo import run_demo
+
+    run_demo(var, students, operator_key, seed)
 
 
 @topics_app.command("create")

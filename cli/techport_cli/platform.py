@@ -153,20 +153,14 @@ def run_platform(var: Path) -> None:
     running: list[Running] = []
     with kafka(var) as bootstrap, smtp(var) as (smtp_host, smtp_port, mail_dir):
         asyncio.run(ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap)))
+        gateway_port = int(os.environ.get("TECHPORT_GATEWAY_PORT", "8000"))
         try:
             for spec in (s for s in SERVICES if s.exists()):
-                port = (
-                    int(os.environ.get("TECHPORT_GATEWAY_PORT", "8000"))
-                    if spec.name == "gateway"
-                    else free_port()
-                )
+                port = gateway_port if spec.name == "gateway" else free_port()
                 env = service_environment(spec, var, bootstrap, smtp_host, smtp_port)
                 env.update({f"{s.spec.name.upper()}_URL": s.url for s in running})
-                if spec.name == "notifications" and not any(
-                    s.name == "gateway" for s in SERVICES if s.exists()
-                ):
-                    # Without a gateway, unsubscribe links point at the service itself.
-                    env.setdefault("TECHPORT_PUBLIC_URL", f"http://127.0.0.1:{port}")
+                # Unsubscribe links in emails point at the public API: the gateway.
+                env.setdefault("TECHPORT_PUBLIC_URL", f"http://127.0.0.1:{gateway_port}/api/v1")
                 service = start_service(spec, port, env, var)
                 running.append(service)
                 with console.status(f"Starting {spec.name}..."):

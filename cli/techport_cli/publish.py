@@ -3,6 +3,7 @@ partner system would."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -56,3 +57,35 @@ async def publish_file(document: dict[str, Any], topic: str, bootstrap: str, str
     finally:
         await producer.stop()
     return envelope
+
+
+async def read_topic(bootstrap: str, topic: str, wait_s: float) -> list[Any]:
+    """Every record of `topic` from the beginning (no consumer group: nothing is committed)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                found.extend(records)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def read_rejections(bootstrap: str, partner: str, wait_s: float) -> list[dict[str, Any]]:
+    """The `ingress.rejected` events keyed by this partner."""
+    from techport_shared.envelope import from_record
+    from techport_shared.topics import PARTNER_INGRESS_REJECTED
+
+    records = await read_topic(bootstrap, PARTNER_INGRESS_REJECTED.name, wait_s)
+    return [from_record(r.key, r.value, r.headers).data for r in records if r.key == partner.encode()]

@@ -9,7 +9,8 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as FastAPIPath
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -98,6 +99,14 @@ def identity_dependency(secret: Callable[[], str]) -> Callable[[Request], Identi
             raise HTTPException(401, detail="invalid or expired caller identity") from None
 
     return caller
+
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+# Ids in paths and queries are the contract's ids (at most 64 of [A-Za-z0-9._:-]); anything else is a 422
+# here rather than a query with bytes a database may refuse.
+EntityId = Annotated[str, FastAPIPath(pattern=ID_PATTERN, min_length=1, max_length=64)]
+RecipientId = Annotated[str, Query(pattern=ID_PATTERN, min_length=1, max_length=80)]
+OrganisationIdQuery = Annotated[str | None, Query(pattern=ID_PATTERN, min_length=1, max_length=64)]
 
 
 def caller(request: Request) -> Identity:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
-from techport_shared.web import Caller, RequestId, UoW
+from techport_shared.web import Caller, EntityId, OrganisationIdQuery, RequestId, UoW
 
 from techport_matching.service import Matching, Origin, Refused
 from techport_matching.store import MatchingRepository, PartnershipRow, StudentRow, VacancyRow
@@ -78,7 +78,7 @@ def _partnership(row: PartnershipRow) -> Partnership:
 
 
 @router.get("/students/{student_id}/matches", response_model=list[StudentMatch])
-async def student_matches(student_id: str, actor: Caller, uow: UoW) -> list[StudentMatch]:
+async def student_matches(student_id: EntityId, actor: Caller, uow: UoW) -> list[StudentMatch]:
     repo = MatchingRepository(uow.session)
     student: StudentRow | None = await repo.get(StudentRow, student_id)
     if student is None:
@@ -101,7 +101,7 @@ async def student_matches(student_id: str, actor: Caller, uow: UoW) -> list[Stud
 
 
 @router.get("/vacancies/{vacancy_id}/matches", response_model=list[Candidate])
-async def vacancy_matches(vacancy_id: str, actor: Caller, uow: UoW) -> list[Candidate]:
+async def vacancy_matches(vacancy_id: EntityId, actor: Caller, uow: UoW) -> list[Candidate]:
     repo = MatchingRepository(uow.session)
     vacancy: VacancyRow | None = await repo.get(VacancyRow, vacancy_id)
     if vacancy is None:
@@ -127,7 +127,9 @@ async def vacancy_matches(vacancy_id: str, actor: Caller, uow: UoW) -> list[Cand
 
 
 @router.get("/partnerships", response_model=list[Partnership])
-async def list_partnerships(actor: Caller, uow: UoW, organisation_id: str | None = None) -> list[Partnership]:
+async def list_partnerships(
+    actor: Caller, uow: UoW, organisation_id: OrganisationIdQuery = None
+) -> list[Partnership]:
     if not actor.is_operator:
         if organisation_id not in (None, actor.organisation_id):
             raise HTTPException(403, detail="an organisation sees only its own partnerships")
@@ -153,7 +155,7 @@ async def propose(
 
 @router.post("/partnerships/{partnership_id}/accept", response_model=Partnership)
 async def accept(
-    partnership_id: str,
+    partnership_id: EntityId,
     actor: Caller,
     uow: UoW,
     service: Service,

@@ -17,7 +17,7 @@ from techport_shared.events import (
 )
 from techport_shared.identity import Identity
 from techport_shared.uow import UnitOfWork
-from techport_shared.web import Caller, RequestId, UoW, field_errors_422
+from techport_shared.web import Caller, EntityId, RequestId, UoW, field_errors_422
 
 from techport_members import service
 from techport_members.domain import STATUS, Decision, Rejected
@@ -77,7 +77,7 @@ async def register_organisation(
 
 
 @router.get("/organisations/{organisation_id}", response_model=OrganisationRegistered)
-async def read_organisation(organisation_id: str, actor: Caller, uow: UoW) -> dict[str, Any]:
+async def read_organisation(organisation_id: EntityId, actor: Caller, uow: UoW) -> dict[str, Any]:
     found = await service.read(uow, "organisation", organisation_id)
     if found is None:
         raise HTTPException(404, detail=f"unknown organisation {organisation_id}")
@@ -107,7 +107,7 @@ async def _readable_student(uow: UnitOfWork, actor: Identity, student_id: str) -
 
 
 @router.get("/students/{student_id}", response_model=StudentRegistered)
-async def read_student(student_id: str, actor: Caller, uow: UoW) -> dict[str, Any]:
+async def read_student(student_id: EntityId, actor: Caller, uow: UoW) -> dict[str, Any]:
     return await _readable_student(uow, actor, student_id)
 
 
@@ -115,7 +115,12 @@ async def read_student(student_id: str, actor: Caller, uow: UoW) -> dict[str, An
     "/students/{student_id}", response_model=StudentRegistered, summary="Change some of a student's fields"
 )
 async def update_student(
-    student_id: str, body: StudentPatch, actor: Caller, uow: UoW, request_id: RequestId, response: Response
+    student_id: EntityId,
+    body: StudentPatch,
+    actor: Caller,
+    uow: UoW,
+    request_id: RequestId,
+    response: Response,
 ) -> dict[str, Any]:
     current = await _readable_student(uow, actor, student_id)
     merged = {**current, **body.model_dump(exclude_unset=True), "student_id": student_id}
@@ -133,7 +138,9 @@ async def update_student(
 
 
 @router.delete("/students/{student_id}", status_code=202, summary="Erase a student's personal data")
-async def erase_student(student_id: str, actor: Caller, uow: UoW, request_id: RequestId) -> dict[str, str]:
+async def erase_student(
+    student_id: EntityId, actor: Caller, uow: UoW, request_id: RequestId
+) -> dict[str, str]:
     try:
         await service.erase_student(uow, actor, student_id, Cause.of_request(request_id))
     except Rejected as rejected:
@@ -154,7 +161,7 @@ async def post_vacancy(
 
 
 @router.get("/vacancies/{vacancy_id}", response_model=VacancyOut)
-async def read_vacancy(vacancy_id: str, actor: Caller, uow: UoW) -> dict[str, Any]:
+async def read_vacancy(vacancy_id: EntityId, actor: Caller, uow: UoW) -> dict[str, Any]:
     found = await service.read(uow, "vacancy", vacancy_id)
     if found is None:
         raise HTTPException(404, detail=f"unknown vacancy {vacancy_id}")
@@ -163,7 +170,7 @@ async def read_vacancy(vacancy_id: str, actor: Caller, uow: UoW) -> dict[str, An
 
 @router.post("/vacancies/{vacancy_id}/close", response_model=VacancyOut)
 async def close_vacancy(
-    vacancy_id: str, body: CloseRequest, actor: Caller, uow: UoW, request_id: RequestId
+    vacancy_id: EntityId, body: CloseRequest, actor: Caller, uow: UoW, request_id: RequestId
 ) -> dict[str, Any]:
     try:
         decision = await service.close_vacancy(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
-from techport_shared.web import Caller, UoW
+from techport_shared.web import Caller, RecipientId, UoW
 
 from techport_notifications.service import Notifications
 from techport_notifications.store import NotificationsRepository
@@ -37,9 +37,7 @@ class Delivery(BaseModel):
 
 
 @router.get("/notifications", response_model=list[Delivery], summary="Delivery log of a recipient (operator)")
-async def delivery_log(
-    actor: Caller, uow: UoW, recipient_id: str = Query(..., max_length=80)
-) -> list[Delivery]:
+async def delivery_log(actor: Caller, uow: UoW, recipient_id: RecipientId) -> list[Delivery]:
     if not actor.is_operator:
         raise HTTPException(403, detail="the delivery log is for operators")
     rows = await NotificationsRepository(uow.session).log(recipient_id)

@@ -10,7 +10,7 @@ from email.utils import formataddr, formatdate
 from typing import Any
 
 import aiosmtplib
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, URLSafeSerializer
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from techport_notifications.settings import SmtpSettings
@@ -95,7 +95,7 @@ class Unsubscribes:
     def recipient(self, token: str) -> str | None:
         try:
             data = self._serializer.loads(token)
-        except BadSignature:
+        except (BadData, ValueError, UnicodeError):
             return None
         recipient = data.get("r") if isinstance(data, dict) else None
         return recipient if isinstance(recipient, str) else None

@@ -1,0 +1,50 @@
+"""One OpenAPI for the public API, composed from the services' own documents under /api/v1, plus the gateway's
+key management; the AsyncAPI of all events."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import httpx
+
+from techport_gateway.domain import upstream
+
+_OPERATIONS = ("get", "post", "put", "patch", "delete")
+_NOT_PUBLIC = ("/healthz", "/readyz", "/metrics", "/admin/")
+
+
+async def compose(own: dict[str, Any], clients: dict[str, httpx.AsyncClient]) -> dict[str, Any]:
+    document = copy.deepcopy(own)
+    document["info"] = {
+        "title": "Techport platform API",
+        "version": "1.0.0",
+        "description": "The public API, through the gateway. Authorization: Bearer <api key>.",
+    }
+    document.setdefault("components", {}).setdefault("schemas", {})
+    document["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+    document["security"] = [{"apiKey": []}]
+    for name, client in clients.items():
+        try:
+            response = await client.get("/openapi.json", timeout=3)
+            response.raise_for_status()
+        except httpx.HTTPError:
+            document.setdefault("x-unavailable", []).append(name)
+            continue
+        service = response.json()
+        for path, item in service.get("paths", {}).items():
+            if path.startswith(_NOT_PUBLIC) or upstream(path) != name:
+                continue
+            public = f"/api/v1{path}"
+            merged = document["paths"].setdefault(public, {})
+            for operation, spec in item.items():
+                if operation in _OPERATIONS:
+                    spec = {
+                        **spec,
+                        "parameters": [
+                            p for p in spec.get("parameters", []) if p.get("name") != "x-techport-identity"
+                        ],
+                    }
+                    merged[operation] = spec
+        document["components"]["schemas"].update(service.get("components", {}).get("schemas", {}))
+    return document
