@@ -242,3 +242,43 @@ async def test_a_restart_rebuilds_the_index_and_matches_as_before(db_url, kafka_
         )
     score = {e.data["student_id"]: e.data["score"] for e in first}
     assert {e.data["student_id"]: e.data["score"] for e in second} == score
+
+
+async def test_two_replicas_in_one_group_match_against_everything_either_stored(db_url, kafka_topics) -> None:
+    """Each replica consumes part of the partitions; its index catches up from the shared database."""
+    from contextlib import AsyncExitStack
+
+    group = uid("matching-pair")
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(running_matching(db_url, kafka_topics, group))
+        second = await stack.enter_async_context(running_matching(db_url, kafka_topics, group))
+        await first.runtime.wait_for_assignment()
+        school, company = await _network(first)
+        students = [uid("stu") for _ in range(8)]  # spread over the partitions, so over both replicas
+        for student_id in students:
+            await first.student(student(student_id, school))
+
+        async def all_stored() -> bool:
+            from sqlalchemy import func, select
+            from techport_matching.store import StudentRow
+
+            async with first.runtime.sessions() as session:
+                count = await session.scalar(
+                    select(func.count()).select_from(StudentRow).where(StudentRow.student_id.in_(students))
+                )
+            return count == len(students)
+
+        await first.wait(all_stored)
+        vacancies = [uid("vac") for _ in range(4)]
+        for vacancy_id in vacancies:
+            await first.vacancy(vacancy(vacancy_id, company))
+        found = await first.events(
+            MATCHES.name,
+            lambda e: e.data.get("vacancy_id") in vacancies,
+            count=len(vacancies) * len(students),
+            settle_s=2.0,
+        )
+        pairs = {(e.data["student_id"], e.data["vacancy_id"]) for e in found}
+        assert len(pairs) == len(found) == len(vacancies) * len(students)
+        handled_by = {first.service.index.stats().students > 0, second.service.index.stats().students > 0}
+        assert handled_by == {True}

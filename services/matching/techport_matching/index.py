@@ -159,6 +159,9 @@ class MatchingIndex:
         )
         self._student_ids: list[str] = []
         self._student_slot: dict[str, int] = {}
+        # What each live entry was built from, so catching up with the database skips what is unchanged.
+        self._student_hash: dict[str, int] = {}
+        self._vacancy_hash: dict[str, int] = {}
         self._student_skills = Postings()
         self._vacancies = _Columns(
             {
@@ -180,7 +183,11 @@ class MatchingIndex:
 
     # --- writes -------------------------------------------------------------------------------------------
     def upsert_student(self, student: StudentProfile) -> None:
+        digest = hash(student)
+        if self._student_hash.get(student.student_id) == digest:
+            return
         self.remove_student(student.student_id)
+        self._student_hash[student.student_id] = digest
         cols = self._students
         slot = cols.size
         cols.grow_to(slot + 1)
@@ -198,14 +205,19 @@ class MatchingIndex:
             self._student_skills.add(self.skills.id(code), slot)
 
     def remove_student(self, student_id: str) -> None:
+        self._student_hash.pop(student_id, None)
         slot = self._student_slot.pop(student_id, None)
         if slot is not None:
             self._students["active"][slot] = False
 
     def upsert_vacancy(self, vacancy: VacancyProfile) -> None:
+        digest = hash(vacancy)
+        if self._vacancy_hash.get(vacancy.vacancy_id) == digest:
+            return
         self.remove_vacancy(vacancy.vacancy_id)
         if not vacancy.open:
             return
+        self._vacancy_hash[vacancy.vacancy_id] = digest
         cols = self._vacancies
         slot = cols.size
         cols.grow_to(slot + 1)
@@ -226,6 +238,7 @@ class MatchingIndex:
             self._preferred.add(self.skills.id(code), slot)
 
     def remove_vacancy(self, vacancy_id: str) -> None:
+        self._vacancy_hash.pop(vacancy_id, None)
         slot = self._vacancy_slot.pop(vacancy_id, None)
         self.profiles.pop(vacancy_id, None)
         if slot is not None:
@@ -252,6 +265,7 @@ class MatchingIndex:
             slot = start + offset
             self._student_ids.append(student.student_id)
             self._student_slot[student.student_id] = slot
+            self._student_hash[student.student_id] = hash(student)
             for code in student.skills:
                 by_skill.setdefault(self.skills.id(code), []).append(slot)
         for skill, slots in by_skill.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from techport_shared.db import SessionFactory
@@ -44,6 +44,7 @@ from techport_matching.store import (
     PartnershipRow,
     StudentRow,
     VacancyRow,
+    changed_since,
     count_students,
     now,
     open_vacancies,
@@ -51,6 +52,7 @@ from techport_matching.store import (
 )
 
 SOURCE = "/matching"
+CATCH_UP_OVERLAP = timedelta(seconds=10)
 
 
 class Refused(Exception):
@@ -80,6 +82,7 @@ class Matching:
     def __init__(self, settings: MatchingSettings, index: MatchingIndex | None = None) -> None:
         self.settings = settings
         self.index = index or MatchingIndex()
+        self._synced_at: datetime | None = None
 
     # --- the index ----------------------------------------------------------------------------------------
     async def rebuild_index(
@@ -87,6 +90,7 @@ class Matching:
     ) -> None:
         """Build a fresh index from the database, then swap it in."""
         fresh = MatchingIndex()
+        synced_at = now()
         async with sessions() as session:
             total = await count_students(session)
             done = 0
@@ -100,7 +104,24 @@ class Matching:
                 count = await MatchingRepository(session).open_match_count(vacancy.vacancy_id)
                 fresh.set_full(vacancy.vacancy_id, count >= self.settings.top_k_per_vacancy)
         self.index = fresh
+        self._synced_at = synced_at
         self._observe()
+
+    async def catch_up(self, session: Any) -> None:
+        """Take in what other replicas of matching stored since we last looked, before matching anything.
+
+        Every replica writes to the same database but consumes only its share of the partitions; its index
+        must still know every student and vacancy. The overlap covers transactions that committed late."""
+        started = now()
+        since = (self._synced_at or started) - CATCH_UP_OVERLAP
+        students, vacancies, erased = await changed_since(session, since)
+        for student in students:
+            self.index.upsert_student(student.profile())
+        for vacancy in vacancies:
+            self.index.upsert_vacancy(vacancy.profile())
+        for student_id in erased:
+            self.index.remove_student(student_id)
+        self._synced_at = started
 
     def _observe(self) -> None:
         stats = self.index.stats()
@@ -119,6 +140,7 @@ class Matching:
 
     async def on_student(self, event: Envelope, data: StudentData, uow: UnitOfWork) -> None:
         repo = MatchingRepository(uow.session)
+        await self.catch_up(uow.session)
         erased = await repo.get(ErasedStudentRow, data.student_id)
         if erased is not None:
             # Only a new registration after the erasure brings a student back; a late update does not.
@@ -179,11 +201,12 @@ class Matching:
         )
         await repo.delete_student(data.student_id)
         if await repo.get(ErasedStudentRow, data.student_id) is None:
-            repo.add(ErasedStudentRow(student_id=data.student_id, erased_at=event.time))
+            repo.add(ErasedStudentRow(student_id=data.student_id, erased_at=event.time, recorded_at=now()))
         uow.after_commit(lambda: self.index.remove_student(data.student_id))
 
     async def on_vacancy(self, event: Envelope, data: VacancyData, uow: UnitOfWork) -> None:
         repo = MatchingRepository(uow.session)
+        await self.catch_up(uow.session)
         row = await repo.get(VacancyRow, data.vacancy_id)
         if row is not None and row.status == "closed":
             return

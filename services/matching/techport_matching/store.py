@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import UniqueConstraint, delete, func, select
+from sqlalchemy import Column, DateTime, UniqueConstraint, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
@@ -43,7 +43,9 @@ class StudentRow(MatchingTable, table=True):
     lon: float | None = None
     max_distance_km: float
     consent_matching: bool
-    updated_at: datetime = utc_field()
+    updated_at: datetime = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
 
     def profile(self) -> StudentProfile:
         return StudentProfile(
@@ -62,7 +64,11 @@ class StudentRow(MatchingTable, table=True):
 class ErasedStudentRow(MatchingTable, table=True):
     __tablename__ = "erased_students"
     student_id: str = Field(primary_key=True, max_length=64)
-    erased_at: datetime = utc_field()
+    erased_at: datetime = utc_field()  # when the erasure happened (the event's time)
+    # When this database learnt of it: what other replicas catch up by.
+    recorded_at: datetime = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
 
 
 class VacancyRow(MatchingTable, table=True):
@@ -77,7 +83,9 @@ class VacancyRow(MatchingTable, table=True):
     lat: float | None = None
     lon: float | None = None
     status: str = Field(max_length=10, index=True)
-    updated_at: datetime = utc_field()
+    updated_at: datetime = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
 
     def profile(self) -> VacancyProfile:
         return VacancyProfile(
@@ -234,3 +242,17 @@ async def count_students(session: AsyncSession) -> int:
 
 async def open_vacancies(session: AsyncSession) -> list[VacancyRow]:
     return list(await session.scalars(select(VacancyRow).where(col(VacancyRow.status) == "open")))
+
+
+async def changed_since(
+    session: AsyncSession, since: datetime
+) -> tuple[list[StudentRow], list[VacancyRow], list[str]]:
+    """What changed since `since`: students, vacancies (open or closed), and erased student ids."""
+    students = list(await session.scalars(select(StudentRow).where(col(StudentRow.updated_at) >= since)))
+    vacancies = list(await session.scalars(select(VacancyRow).where(col(VacancyRow.updated_at) >= since)))
+    erased = list(
+        await session.scalars(
+            select(col(ErasedStudentRow.student_id)).where(col(ErasedStudentRow.recorded_at) >= since)
+        )
+    )
+    return students, vacancies, erased
