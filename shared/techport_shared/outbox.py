@@ -1,10 +1,11 @@
 """The outbox relay: publishes committed outbox events in order, after commit, retrying until the broker
 takes them, so nothing written is lost.
 
-Order: events are published in outbox id order, one at a time, and a failure stops the pass (nothing later is
-sent before it), so events of one key keep their order. With several replicas of a service on PostgreSQL, only
-the one holding the relay's advisory lock publishes in a pass. A crash between the broker's ack and marking
-the row sends that event again; consumers drop the repeat by (ce_source, ce_id).
+Order: events are published in outbox id order, one at a time, and a failure stops the pass (nothing later
+is sent before it), so events of one key keep their order. With several replicas of a service, one relay
+publishes at a time: on PostgreSQL the one holding the relay's advisory lock, on SQLite the one holding the
+write lock. A crash between the broker's ack and marking the row sends that event again; consumers drop the
+repeat by (ce_source, ce_id).
 """
 
 from __future__ import annotations
@@ -90,12 +91,17 @@ class OutboxRelay:
     async def _publish_batch(self) -> int:
         table = self._table
         async with self._sessions() as session:
-            if session.get_bind().dialect.name == "postgresql":
+            dialect = session.get_bind().dialect.name
+            if dialect == "postgresql":
                 locked = await session.scalar(
                     text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": self._lock_key}
                 )
                 if not locked:
                     return 0
+            elif dialect == "sqlite":
+                # Two processes on one SQLite file (replicas in development) would publish the same rows:
+                # a write first takes the file's write lock, so the other relay waits, then sees them sent.
+                await session.execute(update(table).where(table.c.id == -1).values(attempts=table.c.attempts))
             rows = (
                 await session.execute(
                     select(table.c.id, table.c.topic, table.c.message_key, table.c.headers, table.c.value)

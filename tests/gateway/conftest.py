@@ -3,7 +3,6 @@ server on its own port with its own SQLite database, over the real broker and a 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +24,9 @@ from techport_shared.devinfra.smtp import SmtpSink
 from techport_shared.settings import ConsumerSettings, KafkaSettings
 
 from tests.serving import serve
+from tests.waiting import eventually
+
+__all__ = ["eventually"]
 
 SECRET = "platform-identity-secret-0123456789"
 OPERATOR_KEY = "op_test_operator_key_0123456789abcdef"
@@ -92,14 +94,3 @@ async def platform(tmp_path: Path, kafka_topics: KafkaSettings) -> AsyncIterator
             )
             url = await stack.enter_async_context(serve(gateway, gateway_port))
             yield Platform(url, urls, sink, databases)
-
-
-async def eventually(check, timeout_s: float = 30.0):
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.2)

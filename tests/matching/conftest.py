@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from techport_shared.topics import ORGANISATIONS, STUDENTS, VACANCIES
 
 from tests.kafka_helpers import produce, read_topic
 from tests.serving import serve
+from tests.waiting import eventually
 
 SECRET = "matching-test-secret-0123456789abcdef"
 IJMUIDEN = {"lat": 52.4579, "lon": 4.6248}
@@ -123,12 +123,7 @@ class MatchingHarness:
         return [from_record(r.key, r.value, r.headers) for r in records]
 
     async def wait(self, check: Callable[[], Any], timeout_s: float = 30) -> Any:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not (result := await check()):
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("condition not met in time")
-            await asyncio.sleep(0.1)
-        return result
+        return await eventually(check, timeout_s)
 
 
 @asynccontextmanager

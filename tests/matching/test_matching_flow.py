@@ -252,7 +252,18 @@ async def test_two_replicas_in_one_group_match_against_everything_either_stored(
     async with AsyncExitStack() as stack:
         first = await stack.enter_async_context(running_matching(db_url, kafka_topics, group))
         second = await stack.enter_async_context(running_matching(db_url, kafka_topics, group))
+
+        def split() -> bool:
+            # Both replicas hold partitions, together all nine (3 topics x 3): the rebalance is over. A
+            # test group starts at the end of the topics, so a record sent mid-rebalance could be skipped.
+            owned = [
+                sub.consumer.assignment() for h in (first, second) for sub in h.runtime.broker.subscribers
+            ]
+            return all(owned) and len(set().union(*owned)) == 9 and sum(len(o) for o in owned) == 9
+
+        await first.wait(split)
         await first.runtime.wait_for_assignment()
+        await second.runtime.wait_for_assignment()
         school, company = await _network(first)
         students = [uid("stu") for _ in range(8)]  # spread over the partitions, so over both replicas
         for student_id in students:

@@ -19,6 +19,7 @@ from techport_shared.topics import PARTNER_INGRESS
 
 from tests.kafka_helpers import produce, read_topic
 from tests.serving import serve
+from tests.waiting import eventually
 
 SECRET = "test-identity-secret-0123456789abcdef"
 
@@ -107,14 +108,7 @@ class Members:
         await produce(self.bootstrap, PARTNER_INGRESS.name, record)
 
     async def wait(self, check: Callable[[], Any], timeout_s: float = 30) -> Any:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            result = await check()
-            if result:
-                return result
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("condition not met in time")
-            await asyncio.sleep(0.1)
+        return await eventually(check, timeout_s)
 
     async def events(
         self, topic: str, where: Callable[[Envelope], bool], count: int = 1, settle_s: float = 0.0

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ from techport_shared.topics import MATCHES, NOTIFICATIONS, ORGANISATIONS, PARTNE
 
 from tests.kafka_helpers import produce, read_topic
 from tests.serving import serve
+from tests.waiting import eventually
 
 SECRET = "notifications-test-secret-0123456789"
 
@@ -143,12 +143,7 @@ class Harness:
         return [from_record(r.key, r.value, r.headers) for r in records]
 
     async def wait(self, check: Callable[[], Any], timeout_s: float = 30) -> Any:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not (result := check()):
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("condition not met in time")
-            await asyncio.sleep(0.1)
-        return result
+        return await eventually(check, timeout_s)
 
     def operator(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers={IDENTITY_HEADER: issue_token(OPERATOR, SECRET)})

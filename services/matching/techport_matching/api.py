@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
+from techport_shared.events import MatchReasons
 from techport_shared.web import Caller, EntityId, OrganisationIdQuery, RequestId, UoW
 
 from techport_matching.service import Matching, Origin, Refused
@@ -24,22 +25,13 @@ Service = Annotated[Matching, Depends(matching)]
 router = APIRouter()
 
 
-class Reasons(BaseModel):
-    matched_skills: list[str]
-    missing_skills: list[str]
-    preferred_matched: list[str]
-    distance_km: float | None
-    level_ok: bool
-    kind_ok: bool
-
-
 class StudentMatch(BaseModel):
     match_id: str
     vacancy_id: str
     organisation_id: str
     title: str
     score: float
-    reasons: Reasons
+    reasons: MatchReasons
 
 
 class Candidate(BaseModel):
@@ -50,7 +42,7 @@ class Candidate(BaseModel):
     programme: str
     matched_skills: list[str]
     score: float
-    reasons: Reasons
+    reasons: MatchReasons
 
 
 class Partnership(BaseModel):
@@ -94,7 +86,7 @@ async def student_matches(student_id: EntityId, actor: Caller, uow: UoW) -> list
             organisation_id=m.organisation_id,
             title=vacancies[m.vacancy_id].title if m.vacancy_id in vacancies else "",
             score=m.score,
-            reasons=Reasons.model_validate(m.reasons),
+            reasons=MatchReasons.model_validate(m.reasons),
         )
         for m in matches
     ]
@@ -119,7 +111,7 @@ async def vacancy_matches(vacancy_id: EntityId, actor: Caller, uow: UoW) -> list
             programme=students[m.student_id].programme,
             matched_skills=list(m.reasons.get("matched_skills", [])),
             score=m.score,
-            reasons=Reasons.model_validate(m.reasons),
+            reasons=MatchReasons.model_validate(m.reasons),
         )
         for m in matches
         if m.student_id in students
