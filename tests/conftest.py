@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,11 +47,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'test.db'}"
     server: LocalPostgres = request.getfixturevalue("postgres_server")
     return server.create_database(f"t{os.getpid()}_{next(_db_counter)}")
-
-
-@pytest.fixture
-async def no_fixture() -> AsyncIterator[None]:
-    yield None
 
 
 @pytest.fixture(autouse=True, scope="session")

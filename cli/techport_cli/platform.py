@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
+from techport_shared.devinfra.__main__ import wait_for_interrupt
 from techport_shared.devinfra.kafka import LocalKafkaCluster, free_port
 from techport_shared.devinfra.smtp import SmtpSink
 from techport_shared.kafka import ensure_topics
@@ -179,24 +180,16 @@ def run_platform(var: Path) -> None:
             if gateway:
                 console.print(f"Gateway: [bold]{gateway}[/]  operator key: [bold]{operator_key}[/]")
             console.print(f"Endpoints written to {endpoints_file}. Ctrl-C stops everything.")
-            _wait_for_interrupt(running)
+            wait_for_interrupt(lambda: _all_running(running))
         finally:
             for service in reversed(running):
                 stop_service(service)
             endpoints_file.unlink(missing_ok=True)
 
 
-def _wait_for_interrupt(running: list[Running]) -> None:
-    stop = {"now": False}
-
-    def _handler(*_: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
-    while not stop["now"]:
-        for service in running:
-            if service.process.poll() is not None:
-                console.print(f"[red]{service.spec.name} exited; see var/log/{service.spec.name}.log[/]")
-                return
-        time.sleep(0.3)
+def _all_running(running: list[Running]) -> bool:
+    for service in running:
+        if service.process.poll() is not None:
+            console.print(f"[red]{service.spec.name} exited; see var/log/{service.spec.name}.log[/]")
+            return False
+    return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import zlib
 from datetime import UTC, datetime
 
@@ -31,6 +32,7 @@ from techport_shared.metrics import (
 from techport_shared.settings import OutboxSettings
 
 log = get_logger(__name__)
+_OBSERVE_EVERY_S = 5.0
 
 
 class OutboxRelay:
@@ -57,15 +59,24 @@ class OutboxRelay:
 
     async def run(self) -> None:
         delay = self._settings.poll_interval_s
+        observed_at = 0.0
         while not self._stopping:
             try:
                 await self.publish_pending()
                 delay = self._settings.poll_interval_s
+                failed = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 OUTBOX_PUBLISH_FAILURES.labels(self.service).inc()
                 log.warning("outbox publish failed; retrying", error=repr(exc), retry_in_s=delay)
+                failed = True
+            # The backlog matters most while publishing fails; a few seconds' freshness is enough for alerts.
+            if time.monotonic() - observed_at >= _OBSERVE_EVERY_S:
+                with contextlib.suppress(Exception):
+                    await self._observe_backlog()
+                observed_at = time.monotonic()
+            if failed:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.backoff_max_s)
                 continue
@@ -85,7 +96,6 @@ class OutboxRelay:
             published += count
             if count < self._settings.batch_size:
                 break
-        await self._observe_backlog()
         return published
 
     async def _publish_batch(self) -> int:

@@ -51,6 +51,7 @@ class ServiceRuntime:
     def background(self, work: Awaitable[Any], name: str, stop: Callable[[], None] | None = None) -> None:
         """Run `work` for the life of the service; it is stopped and cancelled at shutdown."""
         self._tasks.append(asyncio.ensure_future(work))
+        self._tasks[-1].set_name(name)
         if stop is not None:
             self._stops.append(stop)
 
@@ -84,11 +85,10 @@ class ServiceRuntime:
             await upgrade(self.migrations, self.database_url)
         for start in self.on_start:
             await start()
-        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
+        self.background(self.relay.run(), f"{self.name}-outbox-relay", stop=self.relay.stop)
         try:
             yield
         finally:
-            self.relay.stop()
             for stop in self._stops:
                 stop()
             for task in self._tasks:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
-from limits import parse_many
+from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from techport_shared.db import SessionFactory
@@ -40,6 +40,7 @@ class Gateway:
     sessions: SessionFactory
     clients: dict[str, httpx.AsyncClient]
     limiter: MovingWindowRateLimiter
+    rate_limits: list[RateLimitItem]
 
     @classmethod
     def create(cls, settings: GatewaySettings, sessions: SessionFactory) -> Gateway:
@@ -54,7 +55,8 @@ class Gateway:
             name: httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
             for name, url in urls.items()
         }
-        return cls(settings, sessions, clients, MovingWindowRateLimiter(MemoryStorage()))
+        limiter = MovingWindowRateLimiter(MemoryStorage())
+        return cls(settings, sessions, clients, limiter, parse_many(settings.rate_limit))
 
     async def close(self) -> None:
         for client in self.clients.values():
@@ -93,7 +95,7 @@ async def authenticate(request: Request, gw: Annotated[Gateway, Depends(gateway)
                 401, detail="unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
             )
         caller = Caller(organisation(row.organisation_id), row.key_id)
-    for limit in parse_many(gw.settings.rate_limit):
+    for limit in gw.rate_limits:
         if not await gw.limiter.hit(limit, caller.key_id):
             stats = await gw.limiter.get_window_stats(limit, caller.key_id)
             retry_after = max(1, math.ceil(stats.reset_time - time.time()))

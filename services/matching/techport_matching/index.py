@@ -2,8 +2,8 @@
 numpy arrays, filters as vectorised masks, top-k by partial sort. No per-pair Python loop on the hot path.
 
 Writes are incremental: a changed student or vacancy takes a new slot and its old slot is switched off (its
-stale postings are masked out by `active`); the service rebuilds the index from its database when too much
-of it is stale (`stale_fraction`), and `techport matching reindex` does the same by hand.
+stale postings are masked out by `active`). A rebuild from the database reclaims stale slots: at every start,
+and by hand with `techport matching reindex --service URL`; `stale_fraction` tells how much there is to gain.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ from techport_matching.store import (
 
 SOURCE = "/matching"
 CATCH_UP_OVERLAP = timedelta(seconds=10)
+OVERLAP_RESCAN = timedelta(seconds=1)
 
 
 class Refused(Exception):
@@ -83,6 +84,7 @@ class Matching:
         self.settings = settings
         self.index = index or MatchingIndex()
         self._synced_at: datetime | None = None
+        self._overlap_scanned_at: datetime | None = None
 
     # --- the index ----------------------------------------------------------------------------------------
     async def rebuild_index(
@@ -113,7 +115,12 @@ class Matching:
         Every replica writes to the same database but consumes only its share of the partitions; its index
         must still know every student and vacancy. The overlap covers transactions that committed late."""
         started = now()
-        since = (self._synced_at or started) - CATCH_UP_OVERLAP
+        since = self._synced_at or started
+        # Re-reading the overlap on every event would reread the same rows under load: once a second is enough
+        # to take in a transaction that committed after our last look with an earlier timestamp.
+        if self._overlap_scanned_at is None or started - self._overlap_scanned_at >= OVERLAP_RESCAN:
+            since -= CATCH_UP_OVERLAP
+            self._overlap_scanned_at = started
         students, vacancies, erased = await changed_since(session, since)
         for student in students:
             self.index.upsert_student(student.profile())

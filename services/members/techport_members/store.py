@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
@@ -132,14 +132,6 @@ class MembersRepository:
             ErasedStudentRow(student_id=student_id, school_id=school_id, erased_at=datetime.now(UTC))
         )
 
-    async def students_of(self, school_id: str) -> list[dict[str, Any]]:
-        rows = await self.session.scalars(
-            select(StudentRow)
-            .where(col(StudentRow.school_id) == school_id)
-            .order_by(col(StudentRow.student_id))
-        )
-        return [row.data for row in rows]
-
     async def vacancy(self, vacancy_id: str) -> VacancyState | None:
         row = await self.session.get(VacancyRow, vacancy_id)
         if row is None:
@@ -164,8 +156,3 @@ class MembersRepository:
         if closed_reason is not None:
             row.status, row.closed_reason = "closed", closed_reason
         self.session.add(row)
-
-    async def vacancy_status(self, vacancy_id: str) -> tuple[str, str | None]:
-        row = await self.session.get(VacancyRow, vacancy_id)
-        assert row is not None
-        return row.status, row.closed_reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -22,7 +23,8 @@ app = typer.Typer(
 console = Console()
 
 
-def _wait_for_interrupt() -> None:
+def wait_for_interrupt(healthy: Callable[[], bool] = lambda: True) -> None:
+    """Block until Ctrl-C or SIGTERM, or until `healthy` says something we run has gone."""
     stop = {"now": False}
 
     def _handler(*_: object) -> None:
@@ -30,8 +32,8 @@ def _wait_for_interrupt() -> None:
 
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
-    while not stop["now"]:
-        time.sleep(0.2)
+    while not stop["now"] and healthy():
+        time.sleep(0.3)
 
 
 @app.command()
@@ -66,7 +68,7 @@ def _serve_kafka(bootstrap: str, started: float, create_topics: bool) -> None:
     console.print(f"Kafka ready at [bold]{bootstrap}[/] in {time.perf_counter() - started:.1f}s")
     if create_topics:
         asyncio.run(ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap)))
-    _wait_for_interrupt()
+    wait_for_interrupt()
 
 
 @app.command()
@@ -74,7 +76,7 @@ def postgres() -> None:
     """Run a throwaway PostgreSQL until Ctrl-C."""
     with LocalPostgres() as server:
         console.print(f"PostgreSQL ready at [bold]{server.url('postgres')}[/]")
-        _wait_for_interrupt()
+        wait_for_interrupt()
 
 
 @app.command()
@@ -85,7 +87,7 @@ def smtp(
     """Run the capturing SMTP sink until Ctrl-C."""
     with SmtpSink(mail_dir, port=port or None) as sink:
         console.print(f"SMTP sink at [bold]{sink.host}:{sink.port}[/], mail in {mail_dir.resolve()}")
-        _wait_for_interrupt()
+        wait_for_interrupt()
 
 
 if __name__ == "__main__":
