@@ -32,6 +32,7 @@ from techport_shared.events import field_errors, parse_data
 from techport_shared.kafka import RecordPublisher
 from techport_shared.logging import get_logger, log_context
 from techport_shared.metrics import (
+    CONSUMER_LAG,
     CONSUMER_RETRIES,
     DLQ_RECORDS,
     EVENTS_CONSUMED,
@@ -146,6 +147,9 @@ class ReliableConsumer:
         self._broker = broker
         self._dead_letters = dead_letters
         self._settings = settings or ConsumerSettings()
+        self._subscribers: list[tuple[str, Any]] = []
+        # Offsets we committed, by (group, topic, partition): what the lag is measured from.
+        self._committed: dict[tuple[str, str, int], int] = {}
 
     def subscribe(self, topics: str | tuple[str, ...], group_id: str, handler: RecordHandler) -> Any:
         """One consumer in `group_id` for `topics` (one or several), each record handed to `handler`."""
@@ -185,9 +189,50 @@ class ReliableConsumer:
                 await _seek_back(message.consumer, record)
                 await asyncio.sleep(self._settings.backoff_max_s)
                 return
-            await _commit(message.consumer, record)
+            if await _commit(message.consumer, record):
+                self._committed[(group_id, record.topic, record.partition)] = record.offset + 1
 
+        self._subscribers.append((group_id, subscriber))
         return subscriber
+
+    async def record_lag(self) -> None:
+        """Set `techport_consumer_lag` for every assigned partition: the log end offset minus the offset this
+        group committed (asked of the broker once, then tracked as we commit)."""
+        for group, subscriber in self._subscribers:
+            consumer: Any = getattr(subscriber, "consumer", None)
+            if consumer is None or isinstance(consumer, FakeConsumer) or not consumer.assignment():
+                continue
+            partitions = list(consumer.assignment())
+            owned = {(group, tp.topic, tp.partition) for tp in partitions}
+            for key in [k for k in self._committed if k[0] == group and k not in owned]:
+                # Revoked in a rebalance: another member commits it now, and reports its lag.
+                del self._committed[key]
+                with contextlib.suppress(KeyError):
+                    CONSUMER_LAG.remove(self.service, *key[:2], str(key[2]))
+            try:
+                # Asked of the broker: the fetcher's high-water mark is stale while a handler is busy.
+                ends = await consumer.end_offsets(partitions)
+                for tp in partitions:
+                    key = (group, tp.topic, tp.partition)
+                    if key not in self._committed:
+                        committed = await consumer.committed(tp)
+                        if committed is None:  # nothing committed yet: we start at the reset position
+                            starts = await (
+                                consumer.beginning_offsets([tp])
+                                if self._settings.auto_offset_reset == "earliest"
+                                else consumer.end_offsets([tp])
+                            )
+                            committed = starts[tp]
+                        self._committed[key] = committed
+                    lag = max(0, ends[tp] - self._committed[key])
+                    CONSUMER_LAG.labels(self.service, group, tp.topic, str(tp.partition)).set(lag)
+            except Exception as exc:  # the broker may be away; the next sample will tell
+                log.debug("consumer lag not measured", error=repr(exc))
+
+    async def report_lag(self, interval_s: float = 5.0) -> None:
+        while True:
+            await self.record_lag()
+            await asyncio.sleep(interval_s)
 
     async def process(self, record: ConsumedRecord, handler: RecordHandler) -> str:
         settings = self._settings
@@ -246,15 +291,17 @@ async def _seek_back(consumer: Any, record: ConsumedRecord) -> None:
         consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
 
 
-async def _commit(consumer: Any, record: ConsumedRecord) -> None:
+async def _commit(consumer: Any, record: ConsumedRecord) -> bool:
     if isinstance(consumer, FakeConsumer):  # FastStream's in-memory test broker has no offsets
-        return
+        return False
     try:
         await consumer.commit({TopicPartition(record.topic, record.partition): record.offset + 1})
+        return True
     except Exception as exc:
         # After a rebalance the partition may belong to another member, which will see this record again;
         # the processed-messages table makes that harmless.
         log.warning("offset commit failed", error=repr(exc), topic=record.topic, offset=record.offset)
+        return False
 
 
 def read_envelope(record: ConsumedRecord) -> Envelope:

@@ -33,3 +33,8 @@ OUTBOX_BACKLOG = Gauge("techport_outbox_backlog", "Events in the outbox not yet 
 OUTBOX_OLDEST_AGE = Gauge(
     "techport_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event.", ["service"]
 )
+CONSUMER_LAG = Gauge(
+    "techport_consumer_lag",
+    "Records on a partition after this consumer's last committed offset (log end minus committed).",
+    ["service", "group", "topic", "partition"],
+)

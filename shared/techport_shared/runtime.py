@@ -86,6 +86,7 @@ class ServiceRuntime:
         for start in self.on_start:
             await start()
         self.background(self.relay.run(), f"{self.name}-outbox-relay", stop=self.relay.stop)
+        self.background(self.consumer.report_lag(), f"{self.name}-consumer-lag")
         try:
             yield
         finally:

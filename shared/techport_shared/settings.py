@@ -58,3 +58,27 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+
+
+def environment_names(settings: type[BaseSettings]) -> dict[str, bool]:
+    """Every environment variable `settings` reads, with whether it is required (no default).
+
+    Deployment checks use it: each name must be set by the manifests and by compose. A field with aliases
+    is read under its first alias; nested settings (KafkaSettings, ...) bring their own prefix.
+    """
+    names: dict[str, bool] = {}
+    prefix = settings.model_config.get("env_prefix", "") or ""
+    for field_name, info in settings.model_fields.items():
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseSettings):
+            names.update(environment_names(nested))
+            continue
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            name = str(alias.choices[0])
+        elif isinstance(alias, str):
+            name = alias
+        else:
+            name = f"{prefix}{field_name}"
+        names[name.upper()] = info.is_required()
+    return names

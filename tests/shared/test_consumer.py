@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
 from techport_shared.consumer import DeadLetters, EventDispatcher, ReliableConsumer
 from techport_shared.envelope import Envelope, KafkaRecord, to_binary
@@ -18,6 +20,7 @@ from techport_shared.topics import DLQ
 
 from tests.kafka_helpers import fresh_topic, header, produce, read_topic
 from tests.shared.kit import KitDatabase, effects, open_database
+from tests.waiting import eventually
 
 ERASED = ce_type("student.erased")
 FAST_RETRIES = ConsumerSettings(max_attempts=3, backoff_initial_s=0.05, backoff_max_s=0.2)
@@ -41,15 +44,20 @@ async def _record_effect(envelope: Envelope, data, uow) -> None:
 
 @asynccontextmanager
 async def running_consumer(
-    settings: KafkaSettings, topic: str, db: KitDatabase, group: str, consumer_name: str = "kit"
-) -> AsyncIterator[None]:
+    settings: KafkaSettings,
+    topic: str,
+    db: KitDatabase,
+    group: str,
+    consumer_name: str = "kit",
+    handler=_record_effect,
+) -> AsyncIterator[ReliableConsumer]:
     broker = create_broker(settings, "kit")
     consumer = ReliableConsumer("kit", broker, DeadLetters("kit", BrokerPublisher(broker)), FAST_RETRIES)
-    dispatcher = EventDispatcher("kit", consumer_name, db.uow, {ERASED: _record_effect})
+    dispatcher = EventDispatcher("kit", consumer_name, db.uow, {ERASED: handler})
     consumer.subscribe(topic, group, dispatcher)
     await broker.start()
     try:
-        yield
+        yield consumer
     finally:
         await broker.stop()
 
@@ -116,6 +124,37 @@ async def test_a_handler_that_keeps_failing_lands_its_record_in_the_dlq_and_the_
     assert "ValueError: cannot handle fail-" in (header(record, "dlq_error") or "")
     # Both offsets are committed: a restart does not see them again.
     assert await _committed(bootstrap, "g", topic) == 2
+    await db.close()
+
+
+async def test_consumer_lag_counts_what_the_group_has_not_committed(kafka_topics, tmp_path: Path) -> None:
+    topic = await fresh_topic(kafka_topics, "test.lag", partitions=1)
+    db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
+    release = asyncio.Event()
+
+    async def held_until_released(envelope: Envelope, data, uow) -> None:
+        if data.student_id == "held":
+            await release.wait()
+        await _record_effect(envelope, data, uow)
+
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value(
+            "techport_consumer_lag", {"service": "kit", "group": "g-lag", "topic": topic, "partition": "0"}
+        )
+
+    bootstrap = kafka_topics.kafka_bootstrap_servers
+    async with running_consumer(kafka_topics, topic, db, "g-lag", handler=held_until_released) as consumer:
+        await produce(bootstrap, topic, *(to_binary(_erased(s)) for s in ("held", "a", "b")))
+
+        async def lag_is(expected: int) -> bool:
+            await consumer.record_lag()
+            return lag() == expected
+
+        # The first record is held, so nothing is committed: all three are lag.
+        await eventually(lambda: lag_is(3))
+        release.set()
+        await _wait_for(db, ["held", "a", "b"])
+        await eventually(lambda: lag_is(0))
     await db.close()
 
 

@@ -123,8 +123,9 @@ async def send(settings: SmtpSettings, message: EmailMessage) -> None:
         message,
         hostname=settings.host,
         port=settings.port,
-        username=settings.username,
-        password=settings.password.get_secret_value() if settings.password else None,
+        # An empty value (a deployment that sets the variable blank) means no login.
+        username=settings.username or None,
+        password=(settings.password.get_secret_value() or None) if settings.password else None,
         start_tls=settings.starttls,
         use_tls=settings.use_tls,
         timeout=settings.timeout_s,
