@@ -9,12 +9,24 @@ UV := python3 -m uv
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: help uv install kafka-jars run test test-fast bench lint format schemas clean
+# Images: the names docker-compose.yml and deploy/k8s use (tests check they agree).
+IMAGE_REGISTRY ?= ghcr.io/techport-ijmond
+IMAGE_TAG ?= 0.1.0
+SERVICES := members matching notifications gateway
+
+# Offline validation tools for the deployment, pinned, built from the Go module proxy into .tools/.
+TOOLS := $(CURDIR)/.tools
+KUSTOMIZE_VERSION := v5.8.0
+COMPOSE_GO_VERSION := v2.16.2
+
+.PHONY: help uv install kafka-jars deploy-tools run test test-fast bench lint format schemas images up down clean
 
 help:
 	@echo "make run      start the whole platform (local Kafka, SMTP sink, services) until Ctrl-C"
 	@echo "make test     install everything (venv, dependencies, Kafka jars) and run the suite"
 	@echo "make bench    run the benchmarks"
+	@echo "make images   build the container images (needs Docker)"
+	@echo "make up/down  the whole platform in docker compose (needs Docker)"
 	@echo "make lint     ruff and mypy"
 	@echo "make schemas  regenerate docs/schemas/ from the event models"
 
@@ -30,10 +42,21 @@ install: uv .venv/.installed
 kafka-jars: install
 	$(RUN) python -m techport_shared.devinfra jars
 
+# kustomize renders deploy/k8s; the Compose specification's JSON schema comes with compose-go's module.
+deploy-tools: $(TOOLS)/bin/kustomize $(TOOLS)/compose-spec.json
+
+$(TOOLS)/bin/kustomize:
+	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+$(TOOLS)/compose-spec.json:
+	@mkdir -p $(TOOLS)
+	dir=$$(GOFLAGS=-mod=mod go mod download -json github.com/compose-spec/compose-go/v2@$(COMPOSE_GO_VERSION) \
+	  | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && cp "$$dir/schema/compose-spec.json" $@
+
 run: install kafka-jars
 	$(RUN) techport run
 
-test: install kafka-jars
+test: install kafka-jars deploy-tools
 	$(RUN) pytest
 
 test-fast: install
@@ -54,5 +77,17 @@ format: install
 schemas: install
 	$(RUN) python -m techport_shared.schemas docs/schemas
 
+images:
+	for service in $(SERVICES); do \
+	  docker build --target service --build-arg SERVICE=$$service -t $(IMAGE_REGISTRY)/$$service:$(IMAGE_TAG) . || exit 1; \
+	done
+	docker build --target cli --build-arg SERVICE=cli -t $(IMAGE_REGISTRY)/cli:$(IMAGE_TAG) .
+
+up:
+	TECHPORT_TAG=$(IMAGE_TAG) docker compose up --build --detach --wait
+
+down:
+	docker compose down
+
 clean:
-	rm -rf .venv var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .tools var .pytest_cache .mypy_cache .ruff_cache

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from techport_shared.devinfra.__main__ import app as infra_app
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
 from techport_shared.topics import PARTNER_INGRESS
+
+from techport_cli.topics import kafka_settings
 
 app = typer.Typer(help="Techport platform: run it, feed it, operate it.", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
@@ -25,26 +28,42 @@ app.add_typer(dlq_app, name="dlq")
 
 
 @dlq_app.command("list")
-def dlq_list(wait: float = typer.Option(5.0, help="Seconds to read the topic for.")) -> None:
+def dlq_list(wait: float = typer.Option(0.0, help="Also wait this long for records still arriving.")) -> None:
     """Dead-lettered records: where they came from, which service gave up, why, after how many attempts."""
+    from techport_cli.dlq import dead_letters
+
+    _print_dead_letters("dead letters", asyncio.run(dead_letters(kafka_settings(), wait)))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    service: str = typer.Option(..., help="The service that gave up (the dlq_service header)."),
+    topic: str = typer.Option(..., help="The topic the records came from (dlq_topic); they go back there."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be replayed."),
+) -> None:
+    """Put what SERVICE dead-lettered from TOPIC back on TOPIC, once (since the last replay of that pair)."""
+    from techport_cli.dlq import replay
+
+    report = asyncio.run(replay(kafka_settings(), service, topic, dry_run=dry_run))
+    verb = "would replay" if report.dry_run else "replayed"
+    _print_dead_letters(f"{verb} {len(report.replayed)} to {topic}", report.replayed)
+
+
+def _print_dead_letters(title: str, records: list[Any]) -> None:
     from rich.console import Console
     from rich.table import Table
-    from techport_shared.topics import DLQ
 
-    from techport_cli.publish import bootstrap_servers, read_topic
-
-    table = Table(title=DLQ.name)
-    for column in ("offset", "from", "service", "attempts", "error"):
+    table = Table(title=title)
+    for column in ("dlq offset", "from", "service", "attempts", "error"):
         table.add_column(column)
-    for record in asyncio.run(read_topic(bootstrap_servers(), DLQ.name, wait)):
-        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers or ()}
-        origin = f"{headers.get('dlq_topic')}[{headers.get('dlq_partition')}]@{headers.get('dlq_offset')}"
+    for dead in records:
+        h = dead.headers
         table.add_row(
-            str(record.offset),
-            origin,
-            headers.get("dlq_service", ""),
-            headers.get("dlq_attempts", ""),
-            headers.get("dlq_error", "")[:120],
+            f"{dead.partition}:{dead.offset}",
+            f"{h.get('dlq_topic')}[{h.get('dlq_partition')}]@{h.get('dlq_offset')}",
+            h.get("dlq_service", ""),
+            h.get("dlq_attempts", ""),
+            h.get("dlq_error", "")[:120],
         )
     Console(width=200).print(table)
 
@@ -97,10 +116,10 @@ def publish(
     structured: bool = typer.Option(False, help="Structured content mode instead of binary."),
 ) -> None:
     """Publish a CloudEvent from a JSON file (to the partner ingress topic by default)."""
-    from techport_cli.publish import bootstrap_servers, publish_file
+    from techport_cli.publish import publish_file
 
     document = json.loads(file.read_text(encoding="utf-8"))
-    envelope = asyncio.run(publish_file(document, topic, bootstrap_servers(), structured))
+    envelope = asyncio.run(publish_file(document, topic, kafka_settings(), structured))
     typer.echo(f"published {envelope.type} id={envelope.id} to {topic}")
 
 
@@ -110,9 +129,9 @@ def rejections(
     wait: float = typer.Option(5.0, help="Seconds to read the topic for."),
 ) -> None:
     """Print the partner's rejected ingress events, with every error, as JSON lines."""
-    from techport_cli.publish import bootstrap_servers, read_rejections
+    from techport_cli.publish import read_rejections
 
-    for rejection in asyncio.run(read_rejections(bootstrap_servers(), partner, wait)):
+    for rejection in asyncio.run(read_rejections(kafka_settings(), partner, wait)):
         typer.echo(json.dumps(rejection, ensure_ascii=False))
 
 
@@ -132,7 +151,7 @@ def demo(
 @topics_app.command("create")
 def topics_create() -> None:
     """Create every topic of the catalog with its partition count (existing ones are left alone)."""
-    created = asyncio.run(ensure_topics(KafkaSettings()))
+    created = asyncio.run(ensure_topics(kafka_settings()))
     typer.echo(f"created: {', '.join(created) if created else 'nothing (all exist)'}")
 
 

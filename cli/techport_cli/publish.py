@@ -3,27 +3,15 @@ partner system would."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from techport_shared.envelope import Envelope, to_binary, to_structured
+from techport_shared.settings import KafkaSettings
 
-
-def bootstrap_servers(var: Path = Path("var")) -> str:
-    """KAFKA_BOOTSTRAP_SERVERS, else the broker `techport run` wrote into var/run/endpoints.json."""
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
-        return configured
-    endpoints = var / "run" / "endpoints.json"
-    if endpoints.exists():
-        return str(json.loads(endpoints.read_text())["kafka"])
-    raise SystemExit("no broker: set KAFKA_BOOTSTRAP_SERVERS or start the platform with `make run`")
+from techport_cli.topics import read_topic
 
 
 def envelope_from_json(document: dict[str, Any]) -> Envelope:
@@ -47,10 +35,12 @@ def envelope_from_json(document: dict[str, Any]) -> Envelope:
     )
 
 
-async def publish_file(document: dict[str, Any], topic: str, bootstrap: str, structured: bool) -> Envelope:
+async def publish_file(
+    document: dict[str, Any], topic: str, kafka: KafkaSettings, structured: bool
+) -> Envelope:
     envelope = envelope_from_json(document)
     record = to_structured(envelope) if structured else to_binary(envelope)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka.client_options(), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         await producer.send_and_wait(topic, record.value, key=record.key, headers=record.header_list())
@@ -59,33 +49,10 @@ async def publish_file(document: dict[str, Any], topic: str, bootstrap: str, str
     return envelope
 
 
-async def read_topic(bootstrap: str, topic: str, wait_s: float) -> list[Any]:
-    """Every record of `topic` from the beginning (no consumer group: nothing is committed)."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + wait_s
-        while asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=300)).values():
-                found.extend(records)
-    finally:
-        await consumer.stop()
-    return found
-
-
-async def read_rejections(bootstrap: str, partner: str, wait_s: float) -> list[dict[str, Any]]:
+async def read_rejections(kafka: KafkaSettings, partner: str, wait_s: float) -> list[dict[str, Any]]:
     """The `ingress.rejected` events keyed by this partner."""
     from techport_shared.envelope import from_record
     from techport_shared.topics import PARTNER_INGRESS_REJECTED
 
-    records = await read_topic(bootstrap, PARTNER_INGRESS_REJECTED.name, wait_s)
+    records = await read_topic(kafka, PARTNER_INGRESS_REJECTED.name, wait_s)
     return [from_record(r.key, r.value, r.headers).data for r in records if r.key == partner.encode()]

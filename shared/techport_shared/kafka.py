@@ -28,6 +28,7 @@ def create_broker(settings: KafkaSettings, client_id: str) -> KafkaBroker:
     """
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
+        security=settings.security(),
         client_id=client_id,
         ack_policy=AckPolicy.MANUAL,
         allow_auto_create_topics=False,
@@ -66,9 +67,7 @@ async def ensure_topics(
     """
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
-        )
+        admin = AIOKafkaAdminClient(**settings.client_options(), request_timeout_ms=10_000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())

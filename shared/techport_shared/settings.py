@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ssl
+from typing import Any, Literal
+
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +26,38 @@ class KafkaSettings(BaseSettings):
     topic_partitions: dict[str, int] = Field(default_factory=dict)
     topic_replication_factor: int = Field(default=1, ge=1)
     topic_min_insync_replicas: int = Field(default=1, ge=1)
+    # How clients authenticate: PLAINTEXT locally; in Kubernetes SASL_SSL with SCRAM-SHA-512 (Strimzi's
+    # KafkaUser), the cluster CA from Strimzi's secret.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = Field(
+        default="", description="CA bundle to verify the brokers (PEM); blank: system CAs"
+    )
+
+    def security(self) -> BaseSecurity | None:
+        """FastStream's security object for these settings (None for PLAINTEXT)."""
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return None
+        tls = protocol.endswith("SSL")
+        context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None) if tls else None
+        if protocol == "SSL":
+            return BaseSecurity(ssl_context=context, use_ssl=True)
+        if not self.kafka_sasl_username:
+            raise ValueError(f"KAFKA_SASL_USERNAME is required with {protocol}")
+        kind = {"SCRAM-SHA-512": SASLScram512, "SCRAM-SHA-256": SASLScram256, "PLAIN": SASLPlaintext}
+        return kind[self.kafka_sasl_mechanism](
+            self.kafka_sasl_username,
+            self.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            use_ssl=tls,
+        )
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for a plain aiokafka client (producer, consumer, admin) with these settings."""
+        return {"bootstrap_servers": self.kafka_bootstrap_servers, **parse_security(self.security())}
 
 
 class ConsumerSettings(BaseSettings):

@@ -4,94 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
-from sqlalchemy import insert, select
-from techport_shared.consumer import DeadLetters, EventDispatcher, ReliableConsumer
 from techport_shared.envelope import Envelope, KafkaRecord, to_binary
-from techport_shared.events import ce_type
-from techport_shared.kafka import BrokerPublisher, create_broker
-from techport_shared.settings import ConsumerSettings, KafkaSettings
 from techport_shared.topics import DLQ
 
 from tests.kafka_helpers import fresh_topic, header, produce, read_topic
-from tests.shared.kit import KitDatabase, effects, open_database
+from tests.shared.kit import (
+    ERASED,
+    effect_subjects,
+    erased_event,
+    open_database,
+    record_effect,
+    running_consumer,
+    wait_for_effects,
+)
 from tests.waiting import eventually
-
-ERASED = ce_type("student.erased")
-FAST_RETRIES = ConsumerSettings(max_attempts=3, backoff_initial_s=0.05, backoff_max_s=0.2)
-
-
-def _erased(subject: str, source: str = "/test", event_id: str | None = None) -> Envelope:
-    return Envelope(
-        type=ERASED,
-        source=source,
-        subject=subject,
-        data={"student_id": subject},
-        id=event_id or str(uuid.uuid4()),
-    )
-
-
-async def _record_effect(envelope: Envelope, data, uow) -> None:
-    if data.student_id.startswith("fail"):
-        raise ValueError(f"cannot handle {data.student_id}")
-    await uow.session.execute(insert(effects).values(subject=data.student_id, ce_id=envelope.id))
-
-
-@asynccontextmanager
-async def running_consumer(
-    settings: KafkaSettings,
-    topic: str,
-    db: KitDatabase,
-    group: str,
-    consumer_name: str = "kit",
-    handler=_record_effect,
-) -> AsyncIterator[ReliableConsumer]:
-    broker = create_broker(settings, "kit")
-    consumer = ReliableConsumer("kit", broker, DeadLetters("kit", BrokerPublisher(broker)), FAST_RETRIES)
-    dispatcher = EventDispatcher("kit", consumer_name, db.uow, {ERASED: handler})
-    consumer.subscribe(topic, group, dispatcher)
-    await broker.start()
-    try:
-        yield consumer
-    finally:
-        await broker.stop()
-
-
-async def _subjects(db: KitDatabase) -> list[str]:
-    async with db.sessions() as session:
-        return list((await session.scalars(select(effects.c.subject).order_by(effects.c.id))).all())
-
-
-async def _wait_for(db: KitDatabase, expected: list[str], timeout_s: float = 30.0) -> None:
-    import asyncio
-
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while sorted(await _subjects(db)) != sorted(expected):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"effects {await _subjects(db)} != {expected}")
-        await asyncio.sleep(0.1)
 
 
 async def test_a_redelivered_event_has_effect_once(kafka_topics, tmp_path: Path) -> None:
     topic = await fresh_topic(kafka_topics, "test.dedupe")
     db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
-    first, second = _erased("s1"), _erased("s2")
+    first, second = erased_event("s1"), erased_event("s2")
     bootstrap = kafka_topics.kafka_bootstrap_servers
     async with running_consumer(kafka_topics, topic, db, group="g1"):
         await produce(
             bootstrap, topic, to_binary(first), to_binary(first), to_binary(second), to_binary(first)
         )
-        await _wait_for(db, ["s1", "s2"])
+        await wait_for_effects(db, ["s1", "s2"])
     # A new consumer group reads the topic again from the beginning: nothing has effect twice.
     async with running_consumer(kafka_topics, topic, db, group="g2"):
-        await produce(bootstrap, topic, to_binary(_erased("s3")))
-        await _wait_for(db, ["s1", "s2", "s3"])
-    assert sorted(await _subjects(db)) == ["s1", "s2", "s3"]
+        await produce(bootstrap, topic, to_binary(erased_event("s3")))
+        await wait_for_effects(db, ["s1", "s2", "s3"])
+    assert sorted(await effect_subjects(db)) == ["s1", "s2", "s3"]
     assert await db.count(db.tables.processed) == 3
     await db.close()
 
@@ -102,10 +49,10 @@ async def test_a_handler_that_keeps_failing_lands_its_record_in_the_dlq_and_the_
     topic = await fresh_topic(kafka_topics, "test.dlq", partitions=1)
     db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
     bootstrap = kafka_topics.kafka_bootstrap_servers
-    failing = _erased(f"fail-{uuid.uuid4().hex[:6]}")
+    failing = erased_event(f"fail-{uuid.uuid4().hex[:6]}")
     async with running_consumer(kafka_topics, topic, db, group="g"):
-        await produce(bootstrap, topic, to_binary(failing), to_binary(_erased("after")))
-        await _wait_for(db, ["after"])
+        await produce(bootstrap, topic, to_binary(failing), to_binary(erased_event("after")))
+        await wait_for_effects(db, ["after"])
     dead = await read_topic(
         bootstrap,
         DLQ.name,
@@ -135,7 +82,7 @@ async def test_consumer_lag_counts_what_the_group_has_not_committed(kafka_topics
     async def held_until_released(envelope: Envelope, data, uow) -> None:
         if data.student_id == "held":
             await release.wait()
-        await _record_effect(envelope, data, uow)
+        await record_effect(envelope, data, uow)
 
     def lag() -> float | None:
         return REGISTRY.get_sample_value(
@@ -144,7 +91,7 @@ async def test_consumer_lag_counts_what_the_group_has_not_committed(kafka_topics
 
     bootstrap = kafka_topics.kafka_bootstrap_servers
     async with running_consumer(kafka_topics, topic, db, "g-lag", handler=held_until_released) as consumer:
-        await produce(bootstrap, topic, *(to_binary(_erased(s)) for s in ("held", "a", "b")))
+        await produce(bootstrap, topic, *(to_binary(erased_event(s)) for s in ("held", "a", "b")))
 
         async def lag_is(expected: int) -> bool:
             await consumer.record_lag()
@@ -153,7 +100,7 @@ async def test_consumer_lag_counts_what_the_group_has_not_committed(kafka_topics
         # The first record is held, so nothing is committed: all three are lag.
         await eventually(lambda: lag_is(3))
         release.set()
-        await _wait_for(db, ["held", "a", "b"])
+        await wait_for_effects(db, ["held", "a", "b"])
         await eventually(lambda: lag_is(0))
     await db.close()
 
@@ -162,7 +109,7 @@ async def test_bad_events_never_stop_a_consumer(kafka_topics, tmp_path: Path) ->
     topic = await fresh_topic(kafka_topics, "test.poison", partitions=1)
     db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
     bootstrap = kafka_topics.kafka_bootstrap_servers
-    good = to_binary(_erased("good"))
+    good = to_binary(erased_event("good"))
     not_json = KafkaRecord(b"k1", b"{not json", dict(good.headers) | {"ce_id": b"p1"})
     unknown_type = to_binary(
         Envelope(type="nl.techport.spaceship.launched.v1", source="/t", data={}, subject="k2")
@@ -174,7 +121,7 @@ async def test_bad_events_never_stop_a_consumer(kafka_topics, tmp_path: Path) ->
     )
     async with running_consumer(kafka_topics, topic, db, group="g"):
         await produce(bootstrap, topic, not_json, unknown_type, missing_field, not_an_event, huge, good)
-        await _wait_for(db, ["good"])
+        await wait_for_effects(db, ["good"])
     dead = await read_topic(
         bootstrap,
         DLQ.name,
