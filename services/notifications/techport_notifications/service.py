@@ -231,6 +231,8 @@ class Notifications:
         self._stopping = True
 
     async def send_due(self, unit_of_work: Any) -> int:
+        # Across replicas (PostgreSQL) the database's row locks keep a digest from being sent twice or growing
+        # while it is sent; within one process the lock does (SQLite has no row locks).
         async with self.lock, unit_of_work() as uow:
             due = await NotificationsRepository(uow.session).due()
         for notification_id in due:
@@ -241,7 +243,7 @@ class Notifications:
 
     async def _deliver(self, uow: UnitOfWork, notification_id: str) -> None:
         repo = NotificationsRepository(uow.session)
-        notification: NotificationRow | None = await repo.get(NotificationRow, notification_id)
+        notification = await repo.claim_for_sending(notification_id)
         if notification is None or notification.status != "pending" or aware(notification.due_at) > now():
             return
         items = [item for item in await repo.items(notification_id) if not item.details.get("erased")]

@@ -111,14 +111,27 @@ class NotificationsRepository:
         self.session.add(row)
 
     async def open_digest(self, recipient_id: str, template: str) -> NotificationRow | None:
-        """The pending notification still collecting items for this recipient, if any."""
+        """The pending notification still collecting items for this recipient, if any.
+
+        Locked (PostgreSQL): while another replica sends this digest we wait, and then see it sent and start
+        a new one, so no item joins a digest already on its way."""
         return await self.session.scalar(
-            select(NotificationRow).where(
+            select(NotificationRow)
+            .where(
                 col(NotificationRow.recipient_id) == recipient_id,
                 col(NotificationRow.template) == template,
                 col(NotificationRow.status) == "pending",
                 col(NotificationRow.attempts) == 0,
             )
+            .with_for_update()
+        )
+
+    async def claim_for_sending(self, notification_id: str) -> NotificationRow | None:
+        """The notification, locked until commit; None if another replica is sending it (PostgreSQL)."""
+        return await self.session.scalar(
+            select(NotificationRow)
+            .where(col(NotificationRow.notification_id) == notification_id)
+            .with_for_update(skip_locked=True)
         )
 
     async def has_item(self, recipient_id: str, subject_id: str) -> bool:
