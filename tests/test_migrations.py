@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,14 @@ async def test_migrations_match_the_models(service: str, db_url: str) -> None:
     await upgrade(migrations, db_url)
     await upgrade(migrations, db_url)  # running again is harmless
     assert await _differences(db_url, metadata) == [], f"{service}: models changed without a migration"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+async def test_replicas_starting_together_migrate_one_at_a_time(service: str, db_url: str) -> None:
+    # Init containers of three replicas run `migrate` at the same moment on an empty database.
+    migrations, metadata = SERVICES[service]
+    await asyncio.gather(*(upgrade(migrations, db_url) for _ in range(3)))
+    assert await _differences(db_url, metadata) == []
 
 
 async def _differences(db_url: str, metadata: MetaData) -> list:

@@ -6,15 +6,19 @@ A service's `migrations/env.py` is two lines: import its MetaData and call `run_
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command, context, op
 from alembic.config import Config
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, make_url, text
 from sqlalchemy.engine import Connection
 
-from techport_shared.db import async_url, create_engine
+from techport_shared.db import async_url, create_engine, is_sqlite
 from techport_shared.messaging import messaging_tables
 
 
@@ -76,16 +80,41 @@ async def _run_async(url: str, options: dict[str, Any]) -> None:
 
 
 async def upgrade(script_location: Path, url: str, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision`, from inside a running event loop."""
+    """Bring the database at `url` to `revision`, from inside a running event loop.
+
+    Processes starting together (replicas, init containers) migrate one at a time: PostgreSQL through an
+    advisory lock held for the transaction, SQLite through a lock file beside the database (SQLite runs DDL
+    outside transactions, so its own locking cannot order two migrations).
+    """
     config = alembic_config(script_location, url)
-    engine = create_engine(url)
+    async with _sqlite_file_lock(url):
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                if not is_sqlite(url):
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext('techport-migrations'))")
+                    )
+
+                def _upgrade(sync_connection: Connection) -> None:
+                    config.attributes["connection"] = sync_connection
+                    command.upgrade(config, revision)
+
+                await connection.run_sync(_upgrade)
+        finally:
+            await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_file_lock(url: str) -> AsyncIterator[None]:
+    database = make_url(url).database if is_sqlite(url) else None
+    if not database or database == ":memory:":
+        yield
+        return
+    lock = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        async with engine.begin() as connection:
-
-            def _upgrade(sync_connection: Connection) -> None:
-                config.attributes["connection"] = sync_connection
-                command.upgrade(config, revision)
-
-            await connection.run_sync(_upgrade)
+        # In a thread: the holder may be another task of this very event loop, which must go on running.
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        yield
     finally:
-        await engine.dispose()
+        os.close(lock)  # closing releases the lock
