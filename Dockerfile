@@ -7,13 +7,11 @@
 # Each image: the slim Python base, dependencies installed by uv from uv.lock (--frozen: exactly the locked
 # versions), no uv, compiler or source tree in the final stage, a non-root user, a healthcheck.
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
-ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.9.7
-
-FROM ${UV_IMAGE} AS uv
+# Base images are pinned by version here (literal FROM lines, so scanners and Dependabot can read them).
+FROM ghcr.io/astral-sh/uv:0.9.7 AS uv
 
 # ---- build: a virtual environment per image, from the lock file ------------------------------------------
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11.14-slim-bookworm AS build
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=/app/.venv
 WORKDIR /src
@@ -36,7 +34,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package "techport-${SERVICE}"
 
 # ---- runtime: what every image shares ---------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS runtime
+FROM python:3.11.14-slim-bookworm AS runtime
 RUN groupadd --system --gid 10001 techport \
     && useradd --system --uid 10001 --gid techport --home-dir /app --no-create-home techport
 ENV PATH=/app/.venv/bin:$PATH \

@@ -18,6 +18,11 @@ SERVICES := members matching notifications gateway
 TOOLS := $(CURDIR)/.tools
 KUSTOMIZE_VERSION := v5.8.0
 COMPOSE_GO_VERSION := v2.16.2
+# The operators' CRDs, for validating our custom resources (Strimzi publishes no Go module; its required
+# fields are checked by the tests themselves).
+CRD_MODULES := github.com/kedacore/keda/v2@v2.18.0:config/crd/bases \
+	github.com/cloudnative-pg/cloudnative-pg@v1.27.0:config/crd/bases \
+	github.com/prometheus-operator/prometheus-operator@v0.85.0:example/prometheus-operator-crd
 
 .PHONY: help uv install kafka-jars deploy-tools run test test-fast bench lint format schemas images up down clean
 
@@ -43,7 +48,7 @@ kafka-jars: install
 	$(RUN) python -m techport_shared.devinfra jars
 
 # kustomize renders deploy/k8s; the Compose specification's JSON schema comes with compose-go's module.
-deploy-tools: $(TOOLS)/bin/kustomize $(TOOLS)/compose-spec.json
+deploy-tools: $(TOOLS)/bin/kustomize $(TOOLS)/compose-spec.json $(TOOLS)/crds/.fetched
 
 $(TOOLS)/bin/kustomize:
 	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
@@ -51,7 +56,17 @@ $(TOOLS)/bin/kustomize:
 $(TOOLS)/compose-spec.json:
 	@mkdir -p $(TOOLS)
 	dir=$$(GOFLAGS=-mod=mod go mod download -json github.com/compose-spec/compose-go/v2@$(COMPOSE_GO_VERSION) \
-	  | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && cp "$$dir/schema/compose-spec.json" $@
+	  | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') && install -m 0644 "$$dir/schema/compose-spec.json" $@
+
+$(TOOLS)/crds/.fetched: Makefile
+	@mkdir -p $(TOOLS)/crds
+	for entry in $(CRD_MODULES); do \
+	  module=$${entry%%:*}; folder=$${entry#*:}; \
+	  dir=$$(GOFLAGS=-mod=mod go mod download -json $$module \
+	    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') || exit 1; \
+	  install -m 0644 "$$dir/$$folder"/*.yaml $(TOOLS)/crds/ || exit 1; \
+	done
+	@touch $@
 
 run: install kafka-jars
 	$(RUN) techport run
