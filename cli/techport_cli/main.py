@@ -10,7 +10,6 @@ from typing import Any
 import typer
 from techport_shared.devinfra.__main__ import app as infra_app
 from techport_shared.kafka import ensure_topics
-from techport_shared.settings import KafkaSettings
 from techport_shared.topics import PARTNER_INGRESS
 
 from techport_cli.topics import kafka_settings

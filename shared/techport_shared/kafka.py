@@ -27,7 +27,8 @@ def create_broker(settings: KafkaSettings, client_id: str) -> KafkaBroker:
     - Idempotent producer with acks=all, so retries neither duplicate nor reorder within a partition.
     """
     return KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        # A list: FastStream hands a string to aiokafka as one host, so "a:9092,b:9092" would not resolve.
+        [server.strip() for server in settings.kafka_bootstrap_servers.split(",")],
         security=settings.security(),
         client_id=client_id,
         ack_policy=AckPolicy.MANUAL,

@@ -60,6 +60,10 @@ class LocalPostgres:
         if self._user is not None:
             os.chown(self.dir, self._user.pw_uid, self._user.pw_gid)
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        self._pg_ctl_start()
+        return self.url("postgres")
+
+    def _pg_ctl_start(self) -> None:
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
@@ -67,7 +71,6 @@ class LocalPostgres:
         self._run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "server.log"), "-w", "start"
         )
-        return self.url("postgres")
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -81,10 +84,7 @@ class LocalPostgres:
             self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def restart(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "server.log"), "-w", "start"
-        )
+        self._pg_ctl_start()
 
     def close(self) -> None:
         try:

@@ -1,0 +1,202 @@
+"""Nobody let in, nothing executed, nothing kept: against the platform as separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from techport_shared.envelope import Envelope, to_binary
+from techport_shared.events import ce_type
+from techport_shared.topics import PARTNER_INGRESS, PARTNER_INGRESS_REJECTED
+
+from tests.faults.harness import Platform
+from tests.faults.load import Dataset, LoadGenerator
+from tests.faults.reconcile import read_topic_to_end, reconcile
+from tests.kafka_helpers import produce
+from tests.waiting import eventually
+
+pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.timeout(300)]
+
+PUBLIC = {("get", "/api/v1/unsubscribe")}  # the signed token in the link is the credential
+
+
+@pytest.fixture
+async def network(shared_platform: Platform) -> Dataset:
+    data = Dataset.build(students=6, vacancies=2)
+    load = LoadGenerator(shared_platform, data)
+    await load.register_organisations()
+    await load.run(duration_s=1.0)
+    await reconcile(shared_platform, data)
+    return data
+
+
+def _operations(openapi: dict) -> list[tuple[str, str]]:
+    return [
+        (method, path)
+        for path, item in openapi["paths"].items()
+        for method in item
+        if method in {"get", "post", "patch", "put", "delete"}
+    ]
+
+
+def _concrete(path: str, data: Dataset) -> str:
+    school, company = data.organisations[0]["organisation_id"], data.organisations[2]["organisation_id"]
+    return (
+        path.replace("{student_id}", data.students[0]["student_id"])
+        .replace("{vacancy_id}", data.vacancies[0]["vacancy_id"])
+        .replace("{organisation_id}", school)
+        .replace("{partnership_id}", f"p-{company}")
+        .replace("{key_id}", "k-unknown")
+    )
+
+
+async def test_every_route_refuses_no_key_a_wrong_key_and_another_organisations_key(
+    shared_platform: Platform, network: Dataset
+) -> None:
+    async with httpx.AsyncClient(base_url=shared_platform.services["gateway"].url, timeout=20) as http:
+        openapi = (await http.get("/openapi.json")).json()
+        operations = _operations(openapi)
+        assert len(operations) >= 15
+        other_school_key = network.keys[network.organisations[1]["organisation_id"]]
+        checked = 0
+        for method, path in operations:
+            if (method, path) in PUBLIC or not path.startswith("/api/v1/"):
+                continue  # health and metrics are for probes and Prometheus; the Ingress routes only /api/v1
+            url = _concrete(path, network)
+            for headers in (
+                {},
+                {"Authorization": "Bearer tpk_wrong_0123456789"},
+                {"Authorization": "Basic eDp5"},
+            ):
+                response = await http.request(method, url, headers=headers, json={})
+                assert response.status_code == 401, (method, path, headers, response.status_code)
+            checked += 1
+        # Another organisation's key reaches nothing of the first school's or company's.
+        as_other = {"Authorization": f"Bearer {other_school_key}"}
+        student = network.students[0]
+        denied = [
+            ("get", f"/api/v1/students/{student['student_id']}", None),
+            ("patch", f"/api/v1/students/{student['student_id']}", {"programme": "Hacked"}),
+            ("delete", f"/api/v1/students/{student['student_id']}", None),
+            ("get", f"/api/v1/students/{student['student_id']}/matches", None),
+            ("get", f"/api/v1/vacancies/{network.vacancies[0]['vacancy_id']}/matches", None),
+            ("post", "/api/v1/students", {**student, "student_id": "stu-stolen"}),
+            ("post", f"/api/v1/vacancies/{network.vacancies[0]['vacancy_id']}/close", {"reason": "filled"}),
+            ("get", "/api/v1/notifications?recipient_id=" + student["student_id"], None),
+            ("post", "/api/v1/admin/reindex", None),
+        ]
+        for method, url, body in denied:
+            response = await http.request(method, url, headers=as_other, json=body)
+            assert response.status_code in (403, 404), (method, url, response.status_code, response.text)
+    print(
+        f"[security] {checked} operations refuse no key, a wrong key and a wrong scheme; "
+        f"{len(denied)} refuse another organisation"
+    )
+    async with shared_platform.client(network.keys[student["school_id"]]) as owner:
+        assert (await owner.get(f"/students/{student['student_id']}")).json()["programme"] != "Hacked"
+
+
+async def test_a_partner_event_with_a_forged_source_is_rejected_and_not_stored(
+    shared_platform: Platform, network: Dataset
+) -> None:
+    victim_school = network.organisations[0]["organisation_id"]
+    attacker = network.organisations[2]["organisation_id"]  # a company posing as the school
+    forged = Envelope(
+        type=ce_type("student.registered"),
+        source=f"/partners/{attacker}",
+        subject="stu-forged",
+        data={**network.students[0], "student_id": f"stu-forged-{network.tag}", "school_id": victim_school},
+        id=f"forged-{network.tag}",
+    )
+    await produce(shared_platform.bootstrap, PARTNER_INGRESS.name, to_binary(forged))
+
+    async def rejection():
+        for record in await read_topic_to_end(shared_platform.bootstrap, PARTNER_INGRESS_REJECTED.name):
+            if forged.id.encode() in record.value:
+                return record
+        return None
+
+    record = await eventually(rejection)
+    assert record.key == attacker.encode()  # told to the sender, not to the school
+    assert not await shared_platform.rows(
+        "members", f"SELECT 1 FROM students WHERE student_id = '{forged.data['student_id']}'"
+    )
+
+
+async def test_oversized_and_malformed_bodies_get_a_clear_4xx(
+    shared_platform: Platform, network: Dataset
+) -> None:
+    key = network.keys[network.organisations[0]["organisation_id"]]
+    async with shared_platform.client(key) as client:
+        huge = await client.post("/students", content=b'{"x": "' + b"a" * 2_000_000 + b'"}',
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+        assert huge.status_code == 413
+        broken = await client.post(
+            "/students", content=b'{"student_id": ', headers={"Content-Type": "application/json"}
+        )
+        assert broken.status_code == 422 and broken.json()["detail"]
+        wrong = await client.post("/students", json={"student_id": 5, "email": "nope"})
+        fields = {tuple(e["loc"]) for e in wrong.json()["detail"]}
+        assert wrong.status_code == 422 and ("body", "email") in fields and ("body", "given_name") in fields
+
+
+async def test_sql_and_script_looking_strings_are_stored_and_returned_inert(
+    shared_platform: Platform, network: Dataset
+) -> None:
+    school = network.organisations[0]["organisation_id"]
+    nasty = {
+        **network.students[0],
+        "student_id": f"stu-{network.tag}-nasty",
+        "given_name": "Robert'); DROP TABLE students;--",
+        "family_name": "<script>alert('x')</script>",
+        "programme": '" OR 1=1 --',
+        "email": f"nasty-{network.tag}@student-{network.tag}.example.nl",
+    }
+    async with shared_platform.client(network.keys[school]) as client:
+        created = await client.post("/students", json=nasty)
+        assert created.status_code == 201, created.text
+        back = (await client.get(f"/students/{nasty['student_id']}")).json()
+        assert created.headers["content-type"].startswith("application/json")
+    for field in ("given_name", "family_name", "programme"):
+        assert back[field] == nasty[field]
+    assert await shared_platform.rows("members", "SELECT count(*) FROM students")  # the table is still there
+
+    def html_of(message) -> str:
+        return message.get_body(preferencelist=("html",)).get_content()
+
+    async def emailed():
+        return [m for m in shared_platform.sink.messages if nasty["email"] in str(m["To"])]
+
+    # The emails show the name as text: escaped in the HTML part, wherever it appears.
+    await eventually(emailed, timeout_s=60)
+    showing = [html_of(m) for m in shared_platform.sink.messages if "DROP TABLE" in html_of(m)]
+    assert showing, "the name appears in an email"
+    assert all("<script>" not in html for html in showing)
+
+
+async def test_after_erasure_no_personal_data_of_the_student_is_in_any_service_database(
+    shared_platform: Platform, network: Dataset
+) -> None:
+    student = network.students[1]
+    personal = [student["given_name"], student["family_name"], student["email"]]
+    async with shared_platform.client(network.keys[student["school_id"]]) as client:
+        assert (await client.delete(f"/students/{student['student_id']}")).status_code == 202
+
+    async def traces() -> list[str]:
+        found = []
+        for service in ("members", "matching", "notifications", "gateway"):
+            for table in await shared_platform.tables(service):
+                for row in await shared_platform.rows(service, f'SELECT * FROM "{table}"'):
+                    text = " ".join(map(str, row))
+                    found += [f"{service}.{table}: {p}" for p in personal if p in text]
+        return found
+
+    async def erased() -> bool:
+        return not await traces()
+
+    try:
+        await eventually(erased, timeout_s=60)
+    except AssertionError:
+        raise AssertionError(await traces()) from None
+    await asyncio.sleep(0)
