@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from techport_shared.db import SessionFactory
@@ -44,16 +44,16 @@ from techport_matching.store import (
     PartnershipRow,
     StudentRow,
     VacancyRow,
-    changed_since,
+    changed_after,
     count_students,
+    last_change,
+    next_change,
     now,
     open_vacancies,
     stream_students,
 )
 
 SOURCE = "/matching"
-CATCH_UP_OVERLAP = timedelta(seconds=10)
-OVERLAP_RESCAN = timedelta(seconds=1)
 
 
 class Refused(Exception):
@@ -83,8 +83,8 @@ class Matching:
     def __init__(self, settings: MatchingSettings, index: MatchingIndex | None = None) -> None:
         self.settings = settings
         self.index = index or MatchingIndex()
-        self._synced_at: datetime | None = None
-        self._overlap_scanned_at: datetime | None = None
+        # The last change number (store.ChangeCounterRow) whose rows this index holds.
+        self._seen_change = 0
 
     # --- the index ----------------------------------------------------------------------------------------
     async def rebuild_index(
@@ -92,8 +92,9 @@ class Matching:
     ) -> None:
         """Build a fresh index from the database, then swap it in."""
         fresh = MatchingIndex()
-        synced_at = now()
         async with sessions() as session:
+            # Committed changes up to here are in what we read next; later ones come in by catch_up.
+            seen = await last_change(session)
             total = await count_students(session)
             done = 0
             async for rows in stream_students(session):
@@ -106,29 +107,28 @@ class Matching:
                 count = await MatchingRepository(session).open_match_count(vacancy.vacancy_id)
                 fresh.set_full(vacancy.vacancy_id, count >= self.settings.top_k_per_vacancy)
         self.index = fresh
-        self._synced_at = synced_at
+        self._seen_change = seen
         self._observe()
 
-    async def catch_up(self, session: Any) -> None:
-        """Take in what other replicas of matching stored since we last looked, before matching anything.
+    async def catch_up(self, session: Any) -> int:
+        """Take in what other replicas of matching stored, before matching anything; returns this
+        transaction's change number, which the rows it writes carry.
 
         Every replica writes to the same database but consumes only its share of the partitions; its index
-        must still know every student and vacancy. The overlap covers transactions that committed late."""
-        started = now()
-        since = self._synced_at or started
-        # Re-reading the overlap on every event would reread the same rows under load: once a second is enough
-        # to take in a transaction that committed after our last look with an earlier timestamp.
-        if self._overlap_scanned_at is None or started - self._overlap_scanned_at >= OVERLAP_RESCAN:
-            since -= CATCH_UP_OVERLAP
-            self._overlap_scanned_at = started
-        students, vacancies, erased = await changed_since(session, since)
+        must still know every student and vacancy. Taking the change number locks the counter until commit,
+        so replicas decide one at a time and each sees every change committed before it (a student stored by
+        one replica and a vacancy by another in the same instant are never both missed)."""
+        change = await next_change(session)
+        students, vacancies, erased = await changed_after(session, self._seen_change)
         for student in students:
             self.index.upsert_student(student.profile())
         for vacancy in vacancies:
             self.index.upsert_vacancy(vacancy.profile())
         for student_id in erased:
             self.index.remove_student(student_id)
-        self._synced_at = started
+        # Every number below ours belongs to a transaction that has ended: nothing older can still appear.
+        self._seen_change = max(self._seen_change, change - 1)
+        return change
 
     def _observe(self) -> None:
         stats = self.index.stats()
@@ -147,7 +147,7 @@ class Matching:
 
     async def on_student(self, event: Envelope, data: StudentData, uow: UnitOfWork) -> None:
         repo = MatchingRepository(uow.session)
-        await self.catch_up(uow.session)
+        change = await self.catch_up(uow.session)
         erased = await repo.get(ErasedStudentRow, data.student_id)
         if erased is not None:
             # Only a new registration after the erasure brings a student back; a late update does not.
@@ -173,10 +173,11 @@ class Matching:
         )
         row.seeking, row.skills = list(data.seeking), list(data.skills)
         row.lat, row.lon = (location.lat, location.lon) if location else (None, None)
-        row.max_distance_km, row.consent_matching, row.updated_at = (
+        row.max_distance_km, row.consent_matching, row.updated_at, row.change_seq = (
             data.max_distance_km,
             data.consent.matching,
             now(),
+            change,
         )
         repo.add(row)
         origin = Origin.of(event)
@@ -203,17 +204,22 @@ class Matching:
 
     async def on_student_erased(self, event: Envelope, data: StudentErased, uow: UnitOfWork) -> None:
         repo = MatchingRepository(uow.session)
+        change = await self.catch_up(uow.session)
         await self._withdraw(
             uow, await repo.open_matches(student_id=data.student_id), "student erased", Origin.of(event)
         )
         await repo.delete_student(data.student_id)
         if await repo.get(ErasedStudentRow, data.student_id) is None:
-            repo.add(ErasedStudentRow(student_id=data.student_id, erased_at=event.time, recorded_at=now()))
+            repo.add(
+                ErasedStudentRow(
+                    student_id=data.student_id, erased_at=event.time, recorded_at=now(), change_seq=change
+                )
+            )
         uow.after_commit(lambda: self.index.remove_student(data.student_id))
 
     async def on_vacancy(self, event: Envelope, data: VacancyData, uow: UnitOfWork) -> None:
         repo = MatchingRepository(uow.session)
-        await self.catch_up(uow.session)
+        change = await self.catch_up(uow.session)
         row = await repo.get(VacancyRow, data.vacancy_id)
         if row is not None and row.status == "closed":
             return
@@ -235,7 +241,7 @@ class Matching:
             list(data.preferred_skills),
         )
         row.lat, row.lon = (location.lat, location.lon) if location else (None, None)
-        row.updated_at = now()
+        row.updated_at, row.change_seq = now(), change
         repo.add(row)
         profile = row.profile()
         open_count = await repo.open_match_count(data.vacancy_id)
@@ -263,9 +269,10 @@ class Matching:
 
     async def on_vacancy_closed(self, event: Envelope, data: VacancyClosed, uow: UnitOfWork) -> None:
         repo = MatchingRepository(uow.session)
+        change = await self.catch_up(uow.session)
         row = await repo.get(VacancyRow, data.vacancy_id)
         if row is not None:
-            row.status, row.updated_at = "closed", now()
+            row.status, row.updated_at, row.change_seq = "closed", now(), change
             repo.add(row)
         matches = await repo.open_matches(vacancy_id=data.vacancy_id)
         await self._withdraw(uow, matches, f"vacancy closed: {data.reason}", Origin.of(event))

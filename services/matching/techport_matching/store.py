@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, UniqueConstraint, delete, func, select
+from sqlalchemy import BigInteger, Column, DateTime, UniqueConstraint, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
@@ -28,6 +28,10 @@ class OrganisationRow(MatchingTable, table=True):
     name: str = Field(max_length=200)
 
 
+def _change_seq_column() -> Column[int]:
+    return Column(BigInteger, nullable=False, index=True, server_default="0")
+
+
 class StudentRow(MatchingTable, table=True):
     """What matching needs of a student. First name, level and programme are what a company may see."""
 
@@ -45,6 +49,10 @@ class StudentRow(MatchingTable, table=True):
     consent_matching: bool
     updated_at: datetime = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
+    )
+    # Commit order among all replicas (see ChangeCounterRow): what the others catch up by.
+    change_seq: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, index=True, server_default="0")
     )
 
     def profile(self) -> StudentProfile:
@@ -69,6 +77,10 @@ class ErasedStudentRow(MatchingTable, table=True):
     recorded_at: datetime = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
     )
+    # Commit order among all replicas (see ChangeCounterRow): what the others catch up by.
+    change_seq: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, index=True, server_default="0")
+    )
 
 
 class VacancyRow(MatchingTable, table=True):
@@ -86,6 +98,10 @@ class VacancyRow(MatchingTable, table=True):
     updated_at: datetime = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
     )
+    # Commit order among all replicas (see ChangeCounterRow): what the others catch up by.
+    change_seq: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, index=True, server_default="0")
+    )
 
     def profile(self) -> VacancyProfile:
         return VacancyProfile(
@@ -99,6 +115,16 @@ class VacancyRow(MatchingTable, table=True):
             self.lon,
             self.status == "open",
         )
+
+
+class ChangeCounterRow(MatchingTable, table=True):
+    """One row: the last change number handed out. A handler increments it first thing in its transaction,
+    which locks the row (SQLite: the database) until commit, so numbers are handed out in commit order and
+    `change_seq > n` finds exactly what committed after change n: no clock, no overlap window."""
+
+    __tablename__ = "change_counter"
+    id: int = Field(primary_key=True)
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class MatchRow(MatchingTable, table=True):
@@ -244,15 +270,30 @@ async def open_vacancies(session: AsyncSession) -> list[VacancyRow]:
     return list(await session.scalars(select(VacancyRow).where(col(VacancyRow.status) == "open")))
 
 
-async def changed_since(
-    session: AsyncSession, since: datetime
+async def next_change(session: AsyncSession) -> int:
+    """Take the next change number; the counter row stays locked until this transaction ends."""
+    await session.execute(
+        update(ChangeCounterRow)
+        .where(col(ChangeCounterRow.id) == 1)
+        .values(value=col(ChangeCounterRow.value) + 1)
+    )
+    return await last_change(session)
+
+
+async def last_change(session: AsyncSession) -> int:
+    value = select(col(ChangeCounterRow.value)).where(col(ChangeCounterRow.id) == 1)
+    return int(await session.scalar(value) or 0)
+
+
+async def changed_after(
+    session: AsyncSession, seen: int
 ) -> tuple[list[StudentRow], list[VacancyRow], list[str]]:
-    """What changed since `since`: students, vacancies (open or closed), and erased student ids."""
-    students = list(await session.scalars(select(StudentRow).where(col(StudentRow.updated_at) >= since)))
-    vacancies = list(await session.scalars(select(VacancyRow).where(col(VacancyRow.updated_at) >= since)))
+    """What changed after change number `seen`: students, vacancies (open or closed), erased student ids."""
+    students = list(await session.scalars(select(StudentRow).where(col(StudentRow.change_seq) > seen)))
+    vacancies = list(await session.scalars(select(VacancyRow).where(col(VacancyRow.change_seq) > seen)))
     erased = list(
         await session.scalars(
-            select(col(ErasedStudentRow.student_id)).where(col(ErasedStudentRow.recorded_at) >= since)
+            select(col(ErasedStudentRow.student_id)).where(col(ErasedStudentRow.change_seq) > seen)
         )
     )
     return students, vacancies, erased
