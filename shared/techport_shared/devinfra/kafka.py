@@ -111,6 +111,7 @@ class KafkaNode:
     port: int
     controller_port: int
     data_dir: Path
+    sasl_port: int = 0  # a SASL_PLAINTEXT listener (SCRAM-SHA-512) when the cluster has SCRAM users
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -128,7 +129,15 @@ class KafkaNode:
 class LocalKafkaCluster:
     """N combined broker+controller nodes on loopback, data kept on disk across stop/start of nodes."""
 
-    def __init__(self, brokers: int = 1, data_dir: Path | None = None, heap_mb: int = 512) -> None:
+    def __init__(
+        self,
+        brokers: int = 1,
+        data_dir: Path | None = None,
+        heap_mb: int = 512,
+        scram_users: dict[str, str] | None = None,
+    ) -> None:
+        """`scram_users` (name -> password) adds a SCRAM-SHA-512 listener to every node, as Strimzi's
+        KafkaUsers do in the cluster: `sasl_bootstrap_servers` reaches it."""
         if brokers < 1:
             raise ValueError("at least one broker")
         self._own_dir = data_dir is None
@@ -136,29 +145,53 @@ class LocalKafkaCluster:
         self.heap_mb = heap_mb
         self.cluster_id = _cluster_id()
         self.nodes = [
-            KafkaNode(i + 1, free_port(), free_port(), self.data_dir / f"node-{i + 1}")
+            KafkaNode(
+                i + 1,
+                free_port(),
+                free_port(),
+                self.data_dir / f"node-{i + 1}",
+                free_port() if scram_users else 0,
+            )
             for i in range(brokers)
         ]
+        self.scram_users = dict(scram_users or {})
         self.jars: Path | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(node.address for node in self.nodes)
 
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{node.sasl_port}" for node in self.nodes if node.sasl_port)
+
     def _properties(self, node: KafkaNode) -> str:
         n = len(self.nodes)
         voters = ",".join(f"{x.node_id}@127.0.0.1:{x.controller_port}" for x in self.nodes)
         replication = min(3, n)
+        listeners = f"PLAINTEXT://127.0.0.1:{node.port}"
+        if node.sasl_port:
+            listeners += f",SASL_PLAINTEXT://127.0.0.1:{node.sasl_port}"
+        scram = (
+            [
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            ]
+            if node.sasl_port
+            else []
+        )
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 f"node.id={node.node_id}",
                 f"controller.quorum.voters={voters}",
-                f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
+                f"listeners={listeners},CONTROLLER://127.0.0.1:{node.controller_port}",
+                f"advertised.listeners={listeners}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+                *scram,
                 f"log.dirs={node.data_dir / 'logs'}",
                 "num.partitions=1",
                 # Topics are created by the project's tooling with their partition counts, never implicitly.
@@ -220,6 +253,12 @@ class LocalKafkaCluster:
                 f"--cluster-id={self.cluster_id}",
                 "-c",
                 str(config),
+                # SCRAM credentials live in the cluster metadata; KRaft takes the first ones at format time.
+                *(
+                    arg
+                    for name, password in self.scram_users.items()
+                    for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+                ),
             ),
             capture_output=True,
             text=True,
