@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ from techport_shared.topics import PARTNER_INGRESS
 from tests.faults.harness import OPERATOR_KEY, Platform
 
 POSTCODES = ("1972 AB", "1951 AA", "1971 BX", "1991 AB", "1941 AA")
-_datasets = itertools.count()
+_next_skill = [0]  # the first skill no dataset of this process has used yet
 
 
 @dataclass
@@ -41,7 +40,8 @@ class Dataset:
     def build(cls, students: int = 36, vacancies: int = 6) -> Dataset:
         tag = uuid.uuid4().hex[:6]
         # Skills of their own: datasets sharing a platform must not match each other's vacancies.
-        first = next(_datasets) * 2 * vacancies
+        first = _next_skill[0]
+        _next_skill[0] += 2 * vacancies
         skills = sorted(vocabulary().skills.values(), key=lambda s: s.code)[first : first + 2 * vacancies]
         assert len(skills) == 2 * vacancies, "the vocabulary has run out of unused skills"
         schools = [
