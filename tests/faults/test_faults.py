@@ -182,3 +182,20 @@ async def test_8_one_of_three_brokers_killed_under_load_and_brought_back(tmp_pat
 
     async with running_platform(tmp_path / "three", brokers=3) as platform:
         await under_load(platform, "broker-killed", kill_a_broker, 16.0)
+
+
+@pytest.mark.postgres
+async def test_6b_two_notifications_replicas_on_postgresql_send_each_email_once(tmp_path: Path) -> None:
+    # Each replica consumes part of the partitions and sends what is due: row locks keep a digest from being
+    # sent twice or from growing while it is sent (see NotificationsRepository.claim_for_sending).
+    async def no_further_fault(platform: Platform) -> None:
+        return None
+
+    async with running_platform(tmp_path / "notify-pair", database="postgresql") as platform:
+        second = platform.second_instance("notifications")
+        second.start()
+        await second.wait_ready()
+        state = await under_load(platform, "notifications-pair", no_further_fault)
+        logs = second.log.read_text()
+    assert "Processed" in logs  # the second replica did take part
+    assert all(n == 1 for n in state.mails.values())
