@@ -111,6 +111,16 @@ class _Columns:
         return sum(array.nbytes for array in self._arrays.values())
 
 
+KM_PER_DEGREE_LATITUDE = np.pi / 180 * EARTH_RADIUS_KM
+
+
+def _may_be_within(lats: Any, lat: float, max_km: Any) -> npt.NDArray[np.bool_]:
+    """A cheap necessary condition before the haversine: the great-circle distance is at least the
+    difference in latitude (R·|Δφ|). Unknown locations (NaN) pass; the margin absorbs rounding."""
+    result: npt.NDArray[np.bool_] = ~(np.abs(lats - lat) * KM_PER_DEGREE_LATITUDE > max_km + 1e-6)
+    return result
+
+
 def _haversine(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> npt.NDArray[np.float64]:
     phi1, phi2 = np.radians(lat1), np.radians(lat2)
     dphi = phi2 - phi1
@@ -319,8 +329,11 @@ class MatchingIndex:
         slots = np.flatnonzero(mask)
         if len(slots) == 0:
             return []
-        distance = np.full(len(slots), np.nan)
         max_km = cols["max_km"][slots]
+        if vacancy.lat is not None and vacancy.lon is not None:
+            near = _may_be_within(cols["lat"][slots], vacancy.lat, max_km)
+            slots, max_km = slots[near], max_km[near]
+        distance = np.full(len(slots), np.nan)
         if vacancy.lat is not None and vacancy.lon is not None:
             lat, lon = cols["lat"][slots], cols["lon"][slots]
             distance = _haversine(lat, lon, vacancy.lat, vacancy.lon)
@@ -361,6 +374,8 @@ class MatchingIndex:
         slots = np.flatnonzero(mask)
         if len(slots) == 0:
             return []
+        if student.lat is not None and student.lon is not None:
+            slots = slots[_may_be_within(cols["lat"][slots], student.lat, student.max_distance_km)]
         distance = np.full(len(slots), np.nan)
         if student.lat is not None and student.lon is not None:
             distance = _haversine(student.lat, student.lon, cols["lat"][slots], cols["lon"][slots])
