@@ -36,21 +36,21 @@ console = Console()
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
-    app: str  # module:attribute of the ASGI app
 
     @property
     def module(self) -> str:
-        return self.app.split(":")[0]
+        """The service's package; `python -m <module> serve` runs it, as its container does."""
+        return f"techport_{self.name}"
 
     def exists(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
 
 
 SERVICES = (
-    ServiceSpec("members", "techport_members.main:create_app"),
-    ServiceSpec("matching", "techport_matching.main:create_app"),
-    ServiceSpec("notifications", "techport_notifications.main:create_app"),
-    ServiceSpec("gateway", "techport_gateway.main:create_app"),
+    ServiceSpec("members"),
+    ServiceSpec("matching"),
+    ServiceSpec("notifications"),
+    ServiceSpec("gateway"),
 )
 
 
@@ -101,17 +101,7 @@ def service_environment(
 def start_service(spec: ServiceSpec, port: int, env: dict[str, str], var: Path) -> Running:
     log = (var / "log" / f"{spec.name}.log").open("ab")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            spec.app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
+        [sys.executable, "-m", spec.module, "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

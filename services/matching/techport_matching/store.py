@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, UniqueConstraint, delete, func, select, update
+from sqlalchemy import BigInteger, Column, UniqueConstraint, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
@@ -47,9 +47,7 @@ class StudentRow(MatchingTable, table=True):
     lon: float | None = None
     max_distance_km: float
     consent_matching: bool
-    updated_at: datetime = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
-    )
+    updated_at: datetime = utc_field()
     # Commit order among all replicas (see ChangeCounterRow): what the others catch up by.
     change_seq: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, index=True, server_default="0")
@@ -73,10 +71,7 @@ class ErasedStudentRow(MatchingTable, table=True):
     __tablename__ = "erased_students"
     student_id: str = Field(primary_key=True, max_length=64)
     erased_at: datetime = utc_field()  # when the erasure happened (the event's time)
-    # When this database learnt of it: what other replicas catch up by.
-    recorded_at: datetime = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
-    )
+    recorded_at: datetime = utc_field()  # when this database learnt of it
     # Commit order among all replicas (see ChangeCounterRow): what the others catch up by.
     change_seq: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, index=True, server_default="0")
@@ -95,9 +90,7 @@ class VacancyRow(MatchingTable, table=True):
     lat: float | None = None
     lon: float | None = None
     status: str = Field(max_length=10, index=True)
-    updated_at: datetime = Field(
-        default=None, sa_column=Column(DateTime(timezone=True), nullable=False, index=True)
-    )
+    updated_at: datetime = utc_field()
     # Commit order among all replicas (see ChangeCounterRow): what the others catch up by.
     change_seq: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, index=True, server_default="0")
