@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.progress import Progress
+from techport_shared.kafka import plain_producer
 from techport_shared.settings import KafkaSettings
 from techport_shared.topics import DLQ
 
@@ -77,7 +78,7 @@ async def replay(kafka: KafkaSettings, service: str, topic: str, dry_run: bool =
     chosen = [d for d in map(DeadLetter.of, records) if d.service == service and d.topic == topic]
     if dry_run:
         return ReplayReport(chosen, dry_run=True)
-    producer = AIOKafkaProducer(**kafka.client_options(), acks="all", enable_idempotence=True)
+    producer = plain_producer(kafka)
     await producer.start()
     try:
         with Progress(transient=True) as progress:

@@ -7,8 +7,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from techport_shared.envelope import Envelope, to_binary, to_structured
+from techport_shared.kafka import plain_producer
 from techport_shared.settings import KafkaSettings
 
 from techport_cli.topics import read_topic
@@ -40,7 +40,7 @@ async def publish_file(
 ) -> Envelope:
     envelope = envelope_from_json(document)
     record = to_structured(envelope) if structured else to_binary(envelope)
-    producer = AIOKafkaProducer(**kafka.client_options(), acks="all", enable_idempotence=True)
+    producer = plain_producer(kafka)
     await producer.start()
     try:
         await producer.send_and_wait(topic, record.value, key=record.key, headers=record.header_list())

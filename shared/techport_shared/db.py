@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,34 @@ def sqlite_url(path: Path) -> str:
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+@contextlib.asynccontextmanager
+async def sqlite_file_lock(url: str, name: str, wait: bool = True) -> AsyncIterator[bool]:
+    """An exclusive lock shared by the processes using one SQLite file: the file `<db>.<name>-lock`.
+
+    Yields whether it is held: with `wait=False` it may not be (another process holds it). Any database other
+    than a SQLite file needs no such lock here, and yields True.
+    """
+    database = make_url(url).database if is_sqlite(url) else None
+    if not database or database == ":memory:":
+        yield True
+        return
+    lock = os.open(f"{database}.{name}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if wait:
+            # In a thread: the holder may be another task of this very event loop, which must go on running.
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+            held = True
+        else:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                held = False
+        yield held
+    finally:
+        os.close(lock)  # closing releases the lock
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
@@ -24,7 +25,13 @@ def create_broker(settings: KafkaSettings, client_id: str) -> KafkaBroker:
     - MANUAL acks: our consumer commits each offset itself after the record was handled or dead-lettered
       (FastStream's default ACK_FIRST auto-commits before handling: at-most-once).
     - No topic auto-creation by subscribers (it would make one partition); `ensure_topics` creates them.
-    - Idempotent producer with acks=all, so retries neither duplicate nor reorder within a partition.
+    - acks=all; not aiokafka's idempotent producer. After a broker was away for longer than the request
+      timeout, that producer can fail a batch after it took the batch's sequence number; the broker then
+      refuses every later batch as out of order and the producer stays broken until the process restarts
+      (aio-libs/aiokafka#1017; tests/shared/test_publisher_after_broker_restart.py shows it). Idempotence
+      is not what keeps our events right anyway: the outbox relay and the dead-letter writer publish one
+      record at a time and wait for the broker's ack, so a retry cannot overtake a later record, and a
+      record that a retry writes twice is dropped by its consumers' processed-messages table.
     """
     return KafkaBroker(
         # A list: FastStream hands a string to aiokafka as one host, so "a:9092,b:9092" would not resolve.
@@ -34,8 +41,18 @@ def create_broker(settings: KafkaSettings, client_id: str) -> KafkaBroker:
         ack_policy=AckPolicy.MANUAL,
         allow_auto_create_topics=False,
         acks="all",
-        enable_idempotence=True,
-        request_timeout_ms=15_000,
+        enable_idempotence=False,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+    )
+
+
+def plain_producer(settings: KafkaSettings) -> AIOKafkaProducer:
+    """An aiokafka producer for tools outside a service (the CLI), set up as `create_broker`'s is."""
+    return AIOKafkaProducer(
+        **settings.client_options(),
+        acks="all",
+        enable_idempotence=False,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
     )
 
 

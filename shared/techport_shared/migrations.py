@@ -6,19 +6,15 @@ A service's `migrations/env.py` is two lines: import its MetaData and call `run_
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command, context, op
 from alembic.config import Config
-from sqlalchemy import MetaData, make_url, text
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
-from techport_shared.db import async_url, create_engine, is_sqlite
+from techport_shared.db import async_url, create_engine, is_sqlite, sqlite_file_lock
 from techport_shared.messaging import messaging_tables
 
 
@@ -87,7 +83,7 @@ async def upgrade(script_location: Path, url: str, revision: str = "head") -> No
     outside transactions, so its own locking cannot order two migrations).
     """
     config = alembic_config(script_location, url)
-    async with _sqlite_file_lock(url):
+    async with sqlite_file_lock(url, "migrate"):
         engine = create_engine(url)
         try:
             async with engine.begin() as connection:
@@ -103,18 +99,3 @@ async def upgrade(script_location: Path, url: str, revision: str = "head") -> No
                 await connection.run_sync(_upgrade)
         finally:
             await engine.dispose()
-
-
-@contextlib.asynccontextmanager
-async def _sqlite_file_lock(url: str) -> AsyncIterator[None]:
-    database = make_url(url).database if is_sqlite(url) else None
-    if not database or database == ":memory:":
-        yield
-        return
-    lock = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        # In a thread: the holder may be another task of this very event loop, which must go on running.
-        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(lock)  # closing releases the lock

@@ -3,9 +3,10 @@ takes them, so nothing written is lost.
 
 Order: events are published in outbox id order, one at a time, and a failure stops the pass (nothing later
 is sent before it), so events of one key keep their order. With several replicas of a service, one relay
-publishes at a time: on PostgreSQL the one holding the relay's advisory lock, on SQLite the one holding the
-write lock. A crash between the broker's ack and marking the row sends that event again; consumers drop the
-repeat by (ce_source, ce_id).
+publishes at a time: on PostgreSQL the one holding the relay's advisory lock, on SQLite the one holding a
+lock file beside the database. No database write lock is held while the broker is waited for, so handlers and
+the API go on writing while Kafka is slow or away. A crash between the broker's ack and marking the row sends
+that event again; consumers drop the repeat by (ce_source, ce_id).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import asyncio
 import contextlib
 import time
 import zlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from techport_shared.db import SessionFactory
+from techport_shared.db import SessionFactory, sqlite_file_lock
 from techport_shared.envelope import KafkaRecord
 from techport_shared.kafka import RecordPublisher
 from techport_shared.logging import get_logger
@@ -58,6 +61,7 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def run(self) -> None:
+        self._stopping = False  # a service may be started again after a stop (tests, a restarted lifespan)
         delay = self._settings.poll_interval_s
         observed_at = 0.0
         while not self._stopping:
@@ -100,18 +104,9 @@ class OutboxRelay:
 
     async def _publish_batch(self) -> int:
         table = self._table
-        async with self._sessions() as session:
-            dialect = session.get_bind().dialect.name
-            if dialect == "postgresql":
-                locked = await session.scalar(
-                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": self._lock_key}
-                )
-                if not locked:
-                    return 0
-            elif dialect == "sqlite":
-                # Two processes on one SQLite file (replicas in development) would publish the same rows:
-                # a write first takes the file's write lock, so the other relay waits, then sees them sent.
-                await session.execute(update(table).where(table.c.id == -1).values(attempts=table.c.attempts))
+        async with self._sessions() as session, self._sole_publisher(session) as sole:
+            if not sole:
+                return 0  # another replica's relay is publishing
             rows = (
                 await session.execute(
                     select(table.c.id, table.c.topic, table.c.message_key, table.c.headers, table.c.value)
@@ -120,8 +115,8 @@ class OutboxRelay:
                     .limit(self._settings.batch_size)
                 )
             ).all()
-            published = 0
-            failure: Exception | None = None
+            sent: list[tuple[int, str, datetime]] = []
+            failure: tuple[int, Exception] | None = None
             for row in rows:
                 record = KafkaRecord(
                     key=row.message_key.encode() if row.message_key is not None else None,
@@ -131,25 +126,43 @@ class OutboxRelay:
                 try:
                     await self._publisher.send(row.topic, record)
                 except Exception as exc:
-                    failure = exc
-                    await session.execute(
-                        update(table)
-                        .where(table.c.id == row.id)
-                        .values(attempts=table.c.attempts + 1, last_error=repr(exc)[:2000])
-                    )
-                    # Stop here, so nothing after this event overtakes it.
-                    break
+                    failure = (row.id, exc)
+                    break  # stop here, so nothing after this event overtakes it
+                sent.append((row.id, row.topic, datetime.now(UTC)))
+            # Marked after the sends: on SQLite the first write takes the database's write lock.
+            for row_id, _topic, published_at in sent:
                 await session.execute(
                     update(table)
-                    .where(table.c.id == row.id)
-                    .values(published_at=datetime.now(UTC), attempts=table.c.attempts + 1, last_error=None)
+                    .where(table.c.id == row_id)
+                    .values(published_at=published_at, attempts=table.c.attempts + 1, last_error=None)
                 )
-                OUTBOX_PUBLISHED.labels(self.service, row.topic).inc()
-                published += 1
+            if failure is not None:
+                await session.execute(
+                    update(table)
+                    .where(table.c.id == failure[0])
+                    .values(attempts=table.c.attempts + 1, last_error=repr(failure[1])[:2000])
+                )
             await session.commit()
+        for _row_id, topic, _published_at in sent:
+            OUTBOX_PUBLISHED.labels(self.service, topic).inc()
         if failure is not None:
-            raise failure
-        return published
+            raise failure[1]
+        return len(sent)
+
+    @contextlib.asynccontextmanager
+    async def _sole_publisher(self, session: AsyncSession) -> AsyncIterator[bool]:
+        """Whether this relay is the one replica publishing, for as long as the context lasts."""
+        bind = session.get_bind()
+        if bind.dialect.name == "postgresql":
+            # Held until the transaction ends, which is after the rows are marked.
+            yield bool(
+                await session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": self._lock_key})
+            )
+            return
+        async with sqlite_file_lock(
+            bind.engine.url.render_as_string(hide_password=False), "outbox", wait=False
+        ) as held:
+            yield held
 
     async def _observe_backlog(self) -> None:
         table = self._table

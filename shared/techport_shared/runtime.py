@@ -47,13 +47,35 @@ class ServiceRuntime:
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stops: list[Callable[[], None]] = field(default_factory=list)
+    _stopping: bool = False
 
-    def background(self, work: Awaitable[Any], name: str, stop: Callable[[], None] | None = None) -> None:
-        """Run `work` for the life of the service; it is stopped and cancelled at shutdown."""
-        self._tasks.append(asyncio.ensure_future(work))
-        self._tasks[-1].set_name(name)
+    def background(
+        self, work: Callable[[], Awaitable[Any]], name: str, stop: Callable[[], None] | None = None
+    ) -> None:
+        """Run `work()` for the life of the service, started again should it ever end before shutdown; it is
+        stopped and cancelled at shutdown."""
+        self._tasks.append(asyncio.create_task(self._supervise(work, name), name=name))
         if stop is not None:
             self._stops.append(stop)
+
+    async def _supervise(self, work: Callable[[], Awaitable[Any]], name: str) -> None:
+        # A loop that dies unseen (an error no one expected, a CancelledError from a library's future) would
+        # leave a running process that no longer publishes or sends: log it and start the work again.
+        while not self._stopping:
+            try:
+                await work()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._stopping or (task is not None and task.cancelling()):
+                    raise
+                log.error("background work was cancelled from inside; starting it again", task=name)
+            except Exception as exc:
+                log.error("background work failed; starting it again", task=name, error=repr(exc))
+            else:
+                if self._stopping:
+                    return
+                log.error("background work ended; starting it again", task=name)
+            await asyncio.sleep(1.0)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.sessions, self.tables, on_commit=self.relay.wake)
@@ -81,22 +103,28 @@ class ServiceRuntime:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        self._stopping = False
         if self.migrate_on_start:
             await upgrade(self.migrations, self.database_url)
         for start in self.on_start:
             await start()
-        self.background(self.relay.run(), f"{self.name}-outbox-relay", stop=self.relay.stop)
-        self.background(self.consumer.report_lag(), f"{self.name}-consumer-lag")
+        self.background(self.relay.run, f"{self.name}-outbox-relay", stop=self.relay.stop)
+        self.background(self.consumer.report_lag, f"{self.name}-consumer-lag")
         try:
             yield
         finally:
-            for stop in self._stops:
-                stop()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._tasks.clear()
+            await self.stop_background()
             await self.engine.dispose()
+
+    async def stop_background(self) -> None:
+        self._stopping = True
+        for stop in self._stops:
+            stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._stops.clear()
 
     def http_app(self, title: str, description: str, router: APIRouter, **state: Any) -> FastStreamAPI:
         """The service's FastAPI app with the broker started and stopped by its lifespan; health, readiness,

@@ -34,6 +34,9 @@ class KafkaSettings(BaseSettings):
     kafka_ssl_cafile: str = Field(
         default="", description="CA bundle to verify the brokers (PEM); blank: system CAs"
     )
+    kafka_request_timeout_ms: int = Field(
+        default=15_000, ge=1_000, description="How long a publish may wait for the broker before it fails."
+    )
 
     def security(self) -> BaseSecurity | None:
         """FastStream's security object for these settings (None for PLAINTEXT)."""

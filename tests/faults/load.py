@@ -192,7 +192,8 @@ class LoadGenerator:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.platform.bootstrap,
             acks="all",
-            enable_idempotence=True,
+            # Not idempotent: that producer can break for good when the broker is away (see kafka.py).
+            enable_idempotence=False,
             request_timeout_ms=5000,
         )
         await self._start(producer)

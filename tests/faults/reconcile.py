@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -154,7 +155,7 @@ async def reconcile(
         if not found:
             break
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reconciled in {timeout_s}s: {found}")
+            raise AssertionError(f"not reconciled in {timeout_s}s: {found}\n{await diagnose(platform)}")
         await asyncio.sleep(1.0)
     await read_topics(platform, data, state)
     invalid = {e.id for e in data.invalid}
@@ -162,6 +163,33 @@ async def reconcile(
     assert all(state.rejections[i] for i in invalid), "every rejection names a field"
     assert state.match_found_ids == len(data.expected_matches), state.match_found_ids
     return state
+
+
+async def diagnose(platform: Platform) -> str:
+    """What a failed reconciliation needs to be understood from CI output alone: every service's unpublished
+    outbox rows and the last distinct warnings and errors of its log."""
+    lines = []
+    for name, service in platform.services.items():
+        backlog = await platform.rows(
+            name, "SELECT count(*), max(attempts), max(last_error) FROM outbox WHERE published_at IS NULL"
+        )
+        alive = service.process is not None and service.process.poll() is None
+        lines.append(f"--- {name} ({'running' if alive else 'not running'}): unpublished outbox {backlog[0]}")
+        lines.extend(f"    {line}" for line in _last_problems(service.log.read_text(errors="replace")))
+    return "\n".join(lines)
+
+
+_TIMESTAMP = re.compile(r'"timestamp": "[^"]*",? ?')
+
+
+def _last_problems(log: str, count: int = 12) -> list[str]:
+    seen: dict[str, None] = {}
+    for line in reversed(log.splitlines()):
+        if '"level": "warning"' in line or '"level": "error"' in line or "Traceback" in line:
+            seen.setdefault(_TIMESTAMP.sub("", line)[:400], None)
+            if len(seen) >= count:
+                break
+    return list(reversed(seen))
 
 
 def report(name: str, sent: int, state: State) -> str:

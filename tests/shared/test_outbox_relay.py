@@ -1,8 +1,10 @@
-"""The relay publishes what was committed while the broker was down, once, when it is back."""
+"""The relay publishes what was committed while the broker was down, once, when it is back; it lets the
+service write while it waits for the broker; replicas' relays on one database publish each event once."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,14 @@ async def test_an_event_committed_while_the_broker_is_down_is_published_once_whe
             await uow.commit()
         await asyncio.sleep(3)
         assert await relay.backlog() == 3  # kept, not dropped, while nothing can be sent
+        # The relay is waiting for the broker now, holding no write lock: a write that would not wait for
+        # one (timeout 0) goes through, so handlers and the API keep working while Kafka is away.
+        other = sqlite3.connect(tmp_path / "kit.db", timeout=0)
+        try:
+            other.execute("INSERT INTO effects (subject, ce_id) VALUES ('written-meanwhile', 'x')")
+            other.commit()
+        finally:
+            other.close()
 
         own_kafka.start_node(0)
         records = await read_topic(
@@ -69,4 +79,41 @@ async def test_an_event_committed_while_the_broker_is_down_is_published_once_whe
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await broker.stop()
+        await db.close()
+
+
+async def test_the_relays_of_two_replicas_on_one_database_publish_each_event_once_in_order(
+    kafka_topics: KafkaSettings, db_url: str
+) -> None:
+    topic = await fresh_topic(kafka_topics, "test.outbox-pair", partitions=1)
+    db = await open_database(db_url)
+    brokers = [create_broker(kafka_topics, f"relay-pair-{n}") for n in range(2)]
+    relays = [
+        OutboxRelay("kit", db.sessions, db.tables, BrokerPublisher(b), OutboxSettings(poll_interval_s=0.05))
+        for b in brokers
+    ]
+    for broker in brokers:
+        await broker.start()
+    running = [asyncio.create_task(relay.run()) for relay in relays]
+    try:
+        events = [Envelope(type="t.pair", source="/kit", subject="k", data={"n": n}) for n in range(60)]
+        for chunk in range(0, len(events), 5):
+            async with db.uow(on_commit=relays[chunk % 2].wake) as uow:
+                for event in events[chunk : chunk + 5]:
+                    uow.emit(topic, event)
+                await uow.commit()
+            await asyncio.sleep(0.02)
+        records = await read_topic(
+            kafka_topics.kafka_bootstrap_servers, topic, until=lambda found: len(found) >= 60, settle_s=2
+        )
+        assert [from_record(r.key, r.value, r.headers).id for r in records] == [e.id for e in events]
+        assert await relays[0].backlog() == 0
+    finally:
+        for relay in relays:
+            relay.stop()
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        for broker in brokers:
+            await broker.stop()
         await db.close()

@@ -25,7 +25,7 @@ def build(
     runtime.consumer.subscribe(TOPICS, settings.consumer_group, dispatcher(service, runtime.uow))
 
     async def start_sender() -> None:
-        runtime.background(service.run(runtime.uow), "notifications-sender", stop=service.stop)
+        runtime.background(lambda: service.run(runtime.uow), "notifications-sender", stop=service.stop)
 
     runtime.on_start.append(start_sender)
     app = runtime.http_app(

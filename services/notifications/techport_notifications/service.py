@@ -218,6 +218,7 @@ class Notifications:
     # --- sending ----------------------------------------------------------------------------------------
     async def run(self, unit_of_work: Any) -> None:
         """Send what is due, forever; the schedule lives in the database."""
+        self._stopping = False  # a service may be started again after a stop (tests, a restarted lifespan)
         while not self._stopping:
             try:
                 await self.send_due(unit_of_work)
