@@ -75,11 +75,17 @@ def _same(fast: list[tuple[str, float]], slow: list[tuple[str, float]]) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), min_score=st.sampled_from([0.0, 0.3, 0.5, 0.75]), k=st.integers(1, 40))
-def test_vacancy_against_students(data, min_score: float, k: int) -> None:
+@given(
+    data=st.data(),
+    min_score=st.sampled_from([0.0, 0.3, 0.5, 0.75]),
+    k=st.integers(1, 40),
+    # Skills that this many students have are counted by bit, the others by posting: both ways, and mixed.
+    common=st.sampled_from([2, 6, 512]),
+)
+def test_vacancy_against_students(data, min_score: float, k: int, common: int) -> None:
     people = data.draw(students(40))
     [vacancy] = data.draw(vacancies(1))
-    index = MatchingIndex()
+    index = MatchingIndex(common_skill_after=common)
     index.load_students(people[:20])
     for student in people[20:]:
         index.upsert_student(student)
@@ -90,11 +96,16 @@ def test_vacancy_against_students(data, min_score: float, k: int) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), min_score=st.sampled_from([0.0, 0.3, 0.5, 0.75]), k=st.integers(1, 40))
-def test_student_against_vacancies(data, min_score: float, k: int) -> None:
+@given(
+    data=st.data(),
+    min_score=st.sampled_from([0.0, 0.3, 0.5, 0.75]),
+    k=st.integers(1, 40),
+    common=st.sampled_from([2, 6, 512]),
+)
+def test_student_against_vacancies(data, min_score: float, k: int, common: int) -> None:
     jobs = data.draw(vacancies(40))
     [student] = data.draw(students(1))
-    index = MatchingIndex()
+    index = MatchingIndex(common_skill_after=common)
     for vacancy in jobs:
         index.upsert_vacancy(vacancy)
     _same(

@@ -8,6 +8,7 @@ and by hand with `techport matching reindex --service URL`; `stale_fraction` tel
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +17,11 @@ import numpy as np
 import numpy.typing as npt
 from techport_shared.geo import EARTH_RADIUS_KM
 
-from techport_matching.domain import EPSILON, KINDS, LEVELS, StudentProfile, VacancyProfile
+from techport_matching.domain import EPSILON, KINDS, LEVELS, MAX_REQUIRED, StudentProfile, VacancyProfile
 
 LEVEL_BIT = {level: 1 << i for i, level in enumerate(LEVELS)}
+UNKNOWN_LEVEL = 1 << 15  # a student's level we do not know: only a vacancy open to any level takes them
+ANY_LEVEL = 0xFFFF
 KIND_BIT = {kind: 1 << i for i, kind in enumerate(KINDS)}
 _FLOAT = np.float64
 
@@ -44,43 +47,93 @@ class SkillIds:
 
 
 class Postings:
-    """One growable int32 array of slots per skill id."""
+    """Which slots have which skill: one growable int32 array of slots per skill id (in slot order, as slots
+    only grow). The most common skills are also bits of one uint64 per slot: counting them for a query is an
+    AND and a popcount over the slots, not a pass over postings nearly as long as the index."""
 
-    def __init__(self) -> None:
+    BITS = 64
+
+    def __init__(self, common_after: int = 512) -> None:
         self._arrays: list[npt.NDArray[np.int32]] = []
         self._sizes: list[int] = []
+        self._common_after = common_after  # a skill that this many slots have gets a bit, while bits last
+        self._bit: dict[int, int] = {}
+        self._bits: npt.NDArray[np.uint64] = np.zeros(1024, dtype=np.uint64)
+
+    def _posting(self, skill: int) -> None:
+        while skill >= len(self._arrays):
+            self._arrays.append(np.empty(4, dtype=np.int32))
+            self._sizes.append(0)
+
+    def _room_for(self, slot: int) -> None:
+        if slot >= len(self._bits):
+            grown = np.zeros(max(slot + 1, 2 * len(self._bits)), dtype=np.uint64)
+            grown[: len(self._bits)] = self._bits
+            self._bits = grown
 
     def add(self, skill: int, slot: int) -> None:
-        while skill >= len(self._arrays):
-            self._arrays.append(np.empty(4, dtype=np.int32))
-            self._sizes.append(0)
-        size = self._sizes[skill]
-        array = self._arrays[skill]
-        if size == len(array):
-            array = self._arrays[skill] = np.resize(array, size * 2)
-        array[size] = slot
-        self._sizes[skill] = size + 1
+        self.add_many(skill, np.array([slot], dtype=np.int32))
 
     def add_many(self, skill: int, slots: npt.NDArray[np.int32]) -> None:
-        while skill >= len(self._arrays):
-            self._arrays.append(np.empty(4, dtype=np.int32))
-            self._sizes.append(0)
+        """Record that `slots` (ascending, above every slot recorded so far) have `skill`."""
+        self._posting(skill)
         size = self._sizes[skill]
         needed = size + len(slots)
         if needed > len(self._arrays[skill]):
             self._arrays[skill] = np.resize(self._arrays[skill], max(needed, 2 * len(self._arrays[skill])))
         self._arrays[skill][size:needed] = slots
         self._sizes[skill] = needed
+        if len(slots):
+            self._room_for(int(slots[-1]))
+        bit = self._bit.get(skill)
+        if bit is not None:
+            self._bits[slots] |= np.uint64(1 << bit)
+        elif needed >= self._common_after and len(self._bit) < self.BITS:
+            bit = self._bit[skill] = len(self._bit)
+            self._bits[self._arrays[skill][:needed]] |= np.uint64(1 << bit)
 
-    def counts(self, skills: list[int], n: int) -> npt.NDArray[np.int64]:
+    def _split(self, skills: list[int]) -> tuple[np.uint64, list[int]]:
+        """The bit mask of the common ones among `skills`, and the others."""
+        mask, rare = 0, []
+        for skill in skills:
+            bit = self._bit.get(skill)
+            if bit is None:
+                rare.append(skill)
+            else:
+                mask |= 1 << bit
+        return np.uint64(mask), rare
+
+    def counts(self, skills: list[int], n: int) -> npt.NDArray[np.integer[Any]]:
         """How many of `skills` each slot 0..n-1 has."""
-        parts = [self._arrays[s][: self._sizes[s]] for s in skills if s < len(self._arrays)]
-        if not parts:
-            return np.zeros(n, dtype=np.int64)
-        return np.bincount(np.concatenate(parts), minlength=n)[:n]
+        mask, rare = self._split(skills)
+        parts = [self._arrays[s][: self._sizes[s]] for s in rare if s < len(self._arrays)]
+        found = np.bincount(np.concatenate(parts), minlength=n)[:n] if parts else None
+        if mask:
+            common = np.bitwise_count(self._bits[:n] & mask)
+            return common if found is None else found + common
+        return np.zeros(n, dtype=np.int64) if found is None else found
+
+    def count_at(
+        self, skills: list[int], slots: npt.NDArray[np.int64], n: int
+    ) -> npt.NDArray[np.integer[Any]]:
+        """How many of `skills` each of `slots` has: the common ones by bit; the others by a binary search
+        per slot when the slots are few, else by a count over every slot."""
+        mask, rare = self._split(skills)
+        found: npt.NDArray[np.integer[Any]] = (
+            np.bitwise_count(self._bits[slots] & mask) if mask else np.zeros(len(slots), dtype=np.uint8)
+        )
+        if rare and len(slots) * len(rare) * 16 >= n:
+            return self.counts(rare, n)[slots] + found
+        for skill in rare:
+            if skill >= len(self._arrays) or self._sizes[skill] == 0:
+                continue
+            postings = self._arrays[skill][: self._sizes[skill]]
+            at = np.searchsorted(postings, slots)
+            found = found + (postings[np.minimum(at, len(postings) - 1)] == slots)
+        return found
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays)
+        return sum(a.nbytes for a in self._arrays) + self._bits.nbytes
 
 
 class _Columns:
@@ -111,14 +164,50 @@ class _Columns:
         return sum(array.nbytes for array in self._arrays.values())
 
 
-KM_PER_DEGREE_LATITUDE = np.pi / 180 * EARTH_RADIUS_KM
+class Places:
+    """The distinct locations of students and vacancies, and the distances from a point to each of them.
 
+    Locations come from postcode areas: a few thousand places for any number of people. So a query computes
+    the great-circle distance once per place (and keeps it for the points asked about most recently, such as
+    an employer's site), then looks each person's distance up, instead of once per person.
+    """
 
-def _may_be_within(lats: Any, lat: float, max_km: Any) -> npt.NDArray[np.bool_]:
-    """A cheap necessary condition before the haversine: the great-circle distance is at least the
-    difference in latitude (R·|Δφ|). Unknown locations (NaN) pass; the margin absorbs rounding."""
-    result: npt.NDArray[np.bool_] = ~(np.abs(lats - lat) * KM_PER_DEGREE_LATITUDE > max_km + 1e-6)
-    return result
+    UNKNOWN = 0  # the place of whoever has no location: its distance is NaN, which every filter lets pass
+
+    def __init__(self, cached_points: int = 512) -> None:
+        self._ids: dict[tuple[float, float], int] = {}
+        self._columns = _Columns({"lat": (_FLOAT, np.nan), "lon": (_FLOAT, np.nan)}, capacity=256)
+        self._columns.size = 1  # place 0 is UNKNOWN
+        self._rows: OrderedDict[tuple[float, float], npt.NDArray[np.float64]] = OrderedDict()
+        self._cached_points = cached_points
+
+    def id(self, lat: float | None, lon: float | None) -> int:
+        if lat is None or lon is None:
+            return self.UNKNOWN
+        found = self._ids.get((lat, lon))
+        if found is None:
+            columns = self._columns
+            found = self._ids[(lat, lon)] = columns.size
+            columns.grow_to(found + 1)
+            columns["lat"][found], columns["lon"][found] = lat, lon
+            columns.size += 1
+        return found
+
+    def distances_from(self, lat: float, lon: float) -> npt.NDArray[np.float64]:
+        """Great-circle distance in km from (lat, lon) to every place, by place id."""
+        key, size = (lat, lon), self._columns.size
+        row = self._rows.pop(key, None)
+        if row is None or len(row) < size:
+            start = 0 if row is None else len(row)
+            more = _haversine(self._columns["lat"][start:size], self._columns["lon"][start:size], lat, lon)
+            row = more if row is None else np.concatenate([row, more])
+        self._rows[key] = row  # the most recently used last
+        if len(self._rows) > self._cached_points:
+            self._rows.popitem(last=False)
+        return row
+
+    def nbytes(self) -> int:
+        return self._columns.nbytes() + sum(row.nbytes for row in self._rows.values())
 
 
 def _haversine(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> npt.NDArray[np.float64]:
@@ -132,7 +221,7 @@ def _haversine(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> npt.NDArray[np.flo
 
 def _top(
     ids: list[str], slots: npt.NDArray[np.int64], scores: npt.NDArray[np.float64], k: int, skip: set[str]
-):
+) -> list[tuple[str, float]]:
     """Best first, ties by id, without `skip`: partial sort, then an exact order of the few that qualify."""
     if len(slots) == 0 or k <= 0:
         return []
@@ -141,8 +230,31 @@ def _top(
         kth = np.partition(scores, len(scores) - want)[len(scores) - want]
         keep = scores >= kth  # ties at the boundary stay in, so the id order decides as the reference does
         slots, scores = slots[keep], scores[keep]
-    ranked = sorted(zip((ids[s] for s in slots), scores.tolist(), strict=True), key=lambda p: (-p[1], p[0]))
-    return [(i, s) for i, s in ranked if i not in skip][:k]
+    # (-score, id) tuples sort in C: best first, equal scores by id.
+    ranked = sorted(zip((-scores).tolist(), [ids[s] for s in slots.tolist()], strict=True))
+    return [(i, -negative) for negative, i in ranked if i not in skip][:k]
+
+
+def _scores(coverage: Any, preferred_fraction: Any, proximity: Any, count: int) -> npt.NDArray[np.float64]:
+    """domain.score over arrays (or scalars where every slot has the same value), in its order of operations,
+    so the scores are the reference's to the last bit."""
+    scores = (1.0 - EPSILON) * coverage + EPSILON * (0.5 * preferred_fraction + 0.5 * proximity)
+    return np.full(count, scores) if np.ndim(scores) == 0 else scores
+
+
+def _fraction(part: Any, whole: npt.NDArray[np.int32], if_none: float) -> npt.NDArray[np.float64]:
+    """part / whole, `if_none` where whole is 0."""
+    return np.divide(part, whole, out=np.full(len(whole), if_none), where=whole > 0)
+
+
+def _least_matched(n_required: int, min_score: float) -> int | None:
+    """The fewest required skills that can still reach `min_score` (with the whole tiebreak), computed as the
+    score is, so the cut is exact; None when no number can."""
+    for matched in range(n_required + 1):
+        coverage = matched / n_required if n_required else 1.0
+        if (1.0 - EPSILON) * coverage + EPSILON >= min_score:
+            return matched
+    return None
 
 
 @dataclass(frozen=True)
@@ -154,16 +266,16 @@ class IndexStats:
 
 
 class MatchingIndex:
-    def __init__(self) -> None:
+    def __init__(self, common_skill_after: int = 512) -> None:
         self.skills = SkillIds()
+        self.places = Places()
         self._students = _Columns(
             {
                 "active": (np.bool_, False),
                 "consent": (np.bool_, False),
                 "level": (np.uint16, 0),
                 "seeking": (np.uint8, 0),
-                "lat": (_FLOAT, np.nan),
-                "lon": (_FLOAT, np.nan),
+                "place": (np.int32, Places.UNKNOWN),
                 "max_km": (_FLOAT, 0.0),
             }
         )
@@ -172,24 +284,29 @@ class MatchingIndex:
         # What each live entry was built from, so catching up with the database skips what is unchanged.
         self._student_hash: dict[str, int] = {}
         self._vacancy_hash: dict[str, int] = {}
-        self._student_skills = Postings()
+        self._student_skills = Postings(common_skill_after)
         self._vacancies = _Columns(
             {
                 "active": (np.bool_, False),
                 "kind": (np.uint8, 0),
+                # The levels it accepts as LEVEL_BIT bits; every bit (the unknown level's too) if any level.
                 "levels": (np.uint16, 0),
+                # Open to new students: live and not full.
+                "taking": (np.bool_, False),
                 "n_required": (np.int32, 0),
                 "n_preferred": (np.int32, 0),
-                "lat": (_FLOAT, np.nan),
-                "lon": (_FLOAT, np.nan),
+                "place": (np.int32, Places.UNKNOWN),
                 "full": (np.bool_, False),
             }
         )
         self._vacancy_ids: list[str] = []
         self._vacancy_slot: dict[str, int] = {}
-        self._required = Postings()
-        self._preferred = Postings()
+        self._required = Postings(common_skill_after)
+        self._preferred = Postings(common_skill_after)
         self.profiles: dict[str, VacancyProfile] = {}
+        self._least_matched_tables: dict[float, npt.NDArray[np.int64]] = {}
+        self._least_matched_slots: dict[float, npt.NDArray[np.int64]] = {}
+        self._most_required = 0
 
     # --- writes -------------------------------------------------------------------------------------------
     def upsert_student(self, student: StudentProfile) -> None:
@@ -206,8 +323,7 @@ class MatchingIndex:
         cols["consent"][slot] = student.consent_matching
         cols["level"][slot] = LEVEL_BIT.get(student.level, 0)
         cols["seeking"][slot] = sum(KIND_BIT.get(k, 0) for k in student.seeking)
-        cols["lat"][slot] = np.nan if student.lat is None else student.lat
-        cols["lon"][slot] = np.nan if student.lon is None else student.lon
+        cols["place"][slot] = self.places.id(student.lat, student.lon)
         cols["max_km"][slot] = student.max_distance_km
         self._student_ids.append(student.student_id)
         self._student_slot[student.student_id] = slot
@@ -234,11 +350,12 @@ class MatchingIndex:
         cols.size += 1
         cols["active"][slot] = True
         cols["kind"][slot] = KIND_BIT.get(vacancy.kind, 0)
-        cols["levels"][slot] = sum(LEVEL_BIT.get(level, 0) for level in vacancy.levels)
+        cols["levels"][slot] = sum(LEVEL_BIT.get(level, 0) for level in vacancy.levels) or ANY_LEVEL
+        cols["taking"][slot] = True
         cols["n_required"][slot] = len(vacancy.required)
+        self._most_required = max(self._most_required, len(vacancy.required))
         cols["n_preferred"][slot] = len(vacancy.preferred)
-        cols["lat"][slot] = np.nan if vacancy.lat is None else vacancy.lat
-        cols["lon"][slot] = np.nan if vacancy.lon is None else vacancy.lon
+        cols["place"][slot] = self.places.id(vacancy.lat, vacancy.lon)
         self._vacancy_ids.append(vacancy.vacancy_id)
         self._vacancy_slot[vacancy.vacancy_id] = slot
         self.profiles[vacancy.vacancy_id] = vacancy
@@ -253,6 +370,7 @@ class MatchingIndex:
         self.profiles.pop(vacancy_id, None)
         if slot is not None:
             self._vacancies["active"][slot] = False
+            self._vacancies["taking"][slot] = False
 
     def load_students(self, students: list[StudentProfile]) -> None:
         """Bulk load (start-up, reindex, benchmarks): the same result as upserting one by one, faster."""
@@ -266,8 +384,7 @@ class MatchingIndex:
         cols["consent"][start:end] = [s.consent_matching for s in students]
         cols["level"][start:end] = [LEVEL_BIT.get(s.level, 0) for s in students]
         cols["seeking"][start:end] = [sum(KIND_BIT.get(k, 0) for k in s.seeking) for s in students]
-        cols["lat"][start:end] = [np.nan if s.lat is None else s.lat for s in students]
-        cols["lon"][start:end] = [np.nan if s.lon is None else s.lon for s in students]
+        cols["place"][start:end] = [self.places.id(s.lat, s.lon) for s in students]
         cols["max_km"][start:end] = [s.max_distance_km for s in students]
         cols.size = end
         by_skill: dict[int, list[int]] = {}
@@ -292,6 +409,7 @@ class MatchingIndex:
         slot = self._vacancy_slot.get(vacancy_id)
         if slot is not None:
             self._vacancies["full"][slot] = full
+            self._vacancies["taking"][slot] = self._vacancies["active"][slot] and not full
 
     # --- reads --------------------------------------------------------------------------------------------
     def stats(self) -> IndexStats:
@@ -301,6 +419,7 @@ class MatchingIndex:
             + self._student_skills.nbytes()
             + self._required.nbytes()
             + self._preferred.nbytes()
+            + self.places.nbytes()
         )
         return IndexStats(len(self._student_slot), len(self._vacancy_slot), len(self.skills), nbytes)
 
@@ -312,16 +431,15 @@ class MatchingIndex:
         n = cols.size
         if n == 0 or not vacancy.open:
             return []
-        required = self.skills.known(vacancy.required)
         n_required = len(vacancy.required)
-        if n_required:
-            matched = self._student_skills.counts(required, n)
-            coverage = matched / n_required
-        else:
-            coverage = np.ones(n)
-        # Upper bound of the score (full tiebreak): who cannot reach min_score is out before any geometry.
-        mask = (1.0 - EPSILON) * coverage + EPSILON >= min_score
-        mask &= cols["active"][:n] & cols["consent"][:n]
+        need = _least_matched(n_required, min_score)
+        if need is None:
+            return []
+        # Who has too few of the required skills cannot reach min_score, whatever the tiebreak: out first.
+        mask = cols["active"][:n] & cols["consent"][:n]
+        if need > 0:
+            matched = self._student_skills.counts(self.skills.known(vacancy.required), n)
+            mask &= matched >= need
         mask &= (cols["seeking"][:n] & KIND_BIT.get(vacancy.kind, 0)) != 0
         if vacancy.levels:
             wanted = sum(LEVEL_BIT.get(level, 0) for level in vacancy.levels)
@@ -329,23 +447,26 @@ class MatchingIndex:
         slots = np.flatnonzero(mask)
         if len(slots) == 0:
             return []
-        max_km = cols["max_km"][slots]
+        proximity: Any = 0.0
         if vacancy.lat is not None and vacancy.lon is not None:
-            near = _may_be_within(cols["lat"][slots], vacancy.lat, max_km)
-            slots, max_km = slots[near], max_km[near]
-        distance = np.full(len(slots), np.nan)
-        if vacancy.lat is not None and vacancy.lon is not None:
-            lat, lon = cols["lat"][slots], cols["lon"][slots]
-            distance = _haversine(lat, lon, vacancy.lat, vacancy.lon)
-            within = np.isnan(distance) | (distance <= max_km)
-            slots, distance, max_km = slots[within], distance[within], max_km[within]
-        preferred = self.skills.known(vacancy.preferred)
+            max_km = cols["max_km"][slots]
+            distance = self.places.distances_from(vacancy.lat, vacancy.lon)[cols["place"][slots]]
+            reach = ~(distance > max_km)  # an unknown location (NaN) is not out of reach
+            slots, distance, max_km = slots[reach], distance[reach], max_km[reach]
+            proximity = np.fmax(0.0, 1.0 - distance / max_km)  # fmax: NaN (unknown) -> 0.0
+        coverage: Any = 1.0
+        if n_required:
+            matched_here = (
+                matched[slots]
+                if need > 0
+                else self._student_skills.count_at(self.skills.known(vacancy.required), slots, n)
+            )
+            coverage = matched_here / n_required
+        preferred_fraction: Any = 0.0
         if vacancy.preferred:
-            preferred_fraction = self._student_skills.counts(preferred, n)[slots] / len(vacancy.preferred)
-        else:
-            preferred_fraction = np.zeros(len(slots))
-        proximity = np.where(np.isnan(distance), 0.0, np.maximum(0.0, 1.0 - distance / max_km))
-        scores = (1.0 - EPSILON) * coverage[slots] + EPSILON * (0.5 * preferred_fraction + 0.5 * proximity)
+            preferred = self.skills.known(vacancy.preferred)
+            preferred_fraction = self._student_skills.count_at(preferred, slots, n) / len(vacancy.preferred)
+        scores = _scores(coverage, preferred_fraction, proximity, len(slots))
         keep = scores >= min_score
         return _top(self._student_ids, slots[keep], scores[keep], k, skip or set())
 
@@ -362,31 +483,48 @@ class MatchingIndex:
         if n == 0 or not student.consent_matching:
             return []
         skills = self.skills.known(student.skills)
-        n_required = cols["n_required"][:n]
         matched = self._required.counts(skills, n)
-        coverage = np.where(n_required > 0, matched / np.maximum(n_required, 1), 1.0)
-        mask = (1.0 - EPSILON) * coverage + EPSILON >= min_score
-        mask &= cols["active"][:n] & ~cols["full"][:n]
-        seeking = sum(KIND_BIT.get(kind, 0) for kind in student.seeking)
-        mask &= (cols["kind"][:n] & seeking) != 0
-        levels = cols["levels"][:n]
-        mask &= (levels == 0) | ((levels & LEVEL_BIT.get(student.level, 0)) != 0)
+        # Vacancies whose required skills the student covers too few of cannot reach min_score: out first.
+        mask = matched >= self._least_matched_by_slot(min_score, n)
+        mask &= cols["taking"][:n]
+        mask &= (cols["kind"][:n] & sum(KIND_BIT.get(kind, 0) for kind in student.seeking)) != 0
+        mask &= (cols["levels"][:n] & LEVEL_BIT.get(student.level, UNKNOWN_LEVEL)) != 0
         slots = np.flatnonzero(mask)
         if len(slots) == 0:
             return []
+        proximity: Any = 0.0
         if student.lat is not None and student.lon is not None:
-            slots = slots[_may_be_within(cols["lat"][slots], student.lat, student.max_distance_km)]
-        distance = np.full(len(slots), np.nan)
-        if student.lat is not None and student.lon is not None:
-            distance = _haversine(student.lat, student.lon, cols["lat"][slots], cols["lon"][slots])
-            within = np.isnan(distance) | (distance <= student.max_distance_km)
-            slots, distance = slots[within], distance[within]
-        n_preferred = cols["n_preferred"][slots]
-        preferred_matched = self._preferred.counts(skills, n)[slots]
-        preferred_fraction = np.where(n_preferred > 0, preferred_matched / np.maximum(n_preferred, 1), 0.0)
-        proximity = np.where(
-            np.isnan(distance), 0.0, np.maximum(0.0, 1.0 - distance / student.max_distance_km)
-        )
-        scores = (1.0 - EPSILON) * coverage[slots] + EPSILON * (0.5 * preferred_fraction + 0.5 * proximity)
+            distance = self.places.distances_from(student.lat, student.lon)[cols["place"][slots]]
+            reach = ~(distance > student.max_distance_km)  # an unknown location (NaN) is not out of reach
+            slots, distance = slots[reach], distance[reach]
+            proximity = np.fmax(0.0, 1.0 - distance / student.max_distance_km)  # fmax: NaN -> 0.0
+        coverage = _fraction(matched[slots], cols["n_required"][slots], 1.0)
+        preferred = _fraction(self._preferred.count_at(skills, slots, n), cols["n_preferred"][slots], 0.0)
+        scores = _scores(coverage, preferred, proximity, len(slots))
         keep = scores >= min_score
         return _top(self._vacancy_ids, slots[keep], scores[keep], k, skip or set())
+
+    def _least_matched_by_slot(self, min_score: float, n: int) -> npt.NDArray[np.int64]:
+        """`_least_matched` of every vacancy slot 0..n-1 (kept: a slot's required skills never change)."""
+        known = self._least_matched_slots.get(min_score)
+        if known is None or len(known) < n:
+            start = 0 if known is None else len(known)
+            more = self._least_matched_table(min_score)[self._vacancies["n_required"][start:n]]
+            known = more if known is None else np.concatenate([known, more])
+            self._least_matched_slots[min_score] = known
+        return known[:n]
+
+    def _least_matched_table(self, min_score: float) -> npt.NDArray[np.int64]:
+        """`_least_matched` by number of required skills (a count no one reaches where no number can)."""
+        table = self._least_matched_tables.get(min_score)
+        if table is None or len(table) <= self._most_required:
+            unreachable = 1 << 30
+            table = np.array(
+                [
+                    unreachable if (m := _least_matched(r, min_score)) is None else m
+                    for r in range(max(MAX_REQUIRED, self._most_required) + 1)
+                ],
+                dtype=np.int64,
+            )
+            self._least_matched_tables[min_score] = table
+        return table
