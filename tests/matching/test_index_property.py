@@ -132,3 +132,20 @@ def test_updates_and_removals_are_reflected() -> None:
     index.set_full("v1", True)
     assert index.match_student(base, 0.0, 10) == []
     assert index.stale_fraction() > 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), min_score=st.sampled_from([0.0, 0.5]))
+def test_places_and_common_skills_added_after_a_query_count_in_the_next(data, min_score: float) -> None:
+    # A query caches the distances from its point to the places known then, and skills become common (bits)
+    # as students arrive: students at new places, or with newly common skills, must count all the same.
+    people = data.draw(students(40))
+    [vacancy] = data.draw(vacancies(1))
+    index = MatchingIndex(common_skill_after=4)
+    for count, student in enumerate(people, start=1):
+        index.upsert_student(student)
+        if count % 10 == 0:
+            _same(
+                index.match_vacancy(vacancy, min_score, 40),
+                reference_matches_for_vacancy(vacancy, people[:count], min_score, 40),
+            )

@@ -1,5 +1,8 @@
-"""The in-memory matching index: skills as integer ids in inverted postings, everything a hard filter needs in
-numpy arrays, filters as vectorised masks, top-k by partial sort. No per-pair Python loop on the hot path.
+"""The in-memory matching index: skills as integer ids in inverted postings (the most common skills also as
+bits, counted by popcount), everything a hard filter needs in numpy arrays, filters as vectorised masks,
+distances once per place (locations are postcode areas), top-k by partial sort. No per-pair Python loop on
+the hot path. A query first cuts to the candidates that hold enough of the required skills to reach the
+minimum score, and computes the rest of the score only for them.
 
 Writes are incremental: a changed student or vacancy takes a new slot and its old slot is switched off (its
 stale postings are masked out by `active`). A rebuild from the database reclaims stale slots: at every start,
