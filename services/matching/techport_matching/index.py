@@ -179,7 +179,10 @@ class Places:
 
     def __init__(self, cached_points: int = 512) -> None:
         self._ids: dict[tuple[float, float], int] = {}
-        self._columns = _Columns({"lat": (_FLOAT, np.nan), "lon": (_FLOAT, np.nan)}, capacity=256)
+        # Longitude in degrees, latitude in radians and its cosine: what every distance from a place needs.
+        self._columns = _Columns(
+            {"lon": (_FLOAT, np.nan), "phi": (_FLOAT, np.nan), "cos_phi": (_FLOAT, np.nan)}, capacity=256
+        )
         self._columns.size = 1  # place 0 is UNKNOWN
         self._rows: OrderedDict[tuple[float, float], npt.NDArray[np.float64]] = OrderedDict()
         self._cached_points = cached_points
@@ -192,7 +195,8 @@ class Places:
             columns = self._columns
             found = self._ids[(lat, lon)] = columns.size
             columns.grow_to(found + 1)
-            columns["lat"][found], columns["lon"][found] = lat, lon
+            phi = np.radians(lat)
+            columns["lon"][found], columns["phi"][found], columns["cos_phi"][found] = lon, phi, np.cos(phi)
             columns.size += 1
         return found
 
@@ -202,24 +206,25 @@ class Places:
         row = self._rows.pop(key, None)
         if row is None or len(row) < size:
             start = 0 if row is None else len(row)
-            more = _haversine(self._columns["lat"][start:size], self._columns["lon"][start:size], lat, lon)
+            more = self._distances(slice(start, size), lat, lon)
             row = more if row is None else np.concatenate([row, more])
         self._rows[key] = row  # the most recently used last
         if len(self._rows) > self._cached_points:
             self._rows.popitem(last=False)
         return row
 
+    def _distances(self, places: slice, lat: float, lon: float) -> npt.NDArray[np.float64]:
+        """Great-circle distances from (lat, lon) to `places`: `haversine_km`'s formula, operation for
+        operation (so the same to the last bit), each place's own terms computed once, when it was added."""
+        phi = np.radians(lat)
+        s_phi = np.sin((phi - self._columns["phi"][places]) / 2)
+        s_lambda = np.sin(np.radians(lon - self._columns["lon"][places]) / 2)
+        a = s_phi * s_phi + self._columns["cos_phi"][places] * np.cos(phi) * (s_lambda * s_lambda)
+        result: npt.NDArray[np.float64] = 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+        return result
+
     def nbytes(self) -> int:
         return self._columns.nbytes() + sum(row.nbytes for row in self._rows.values())
-
-
-def _haversine(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> npt.NDArray[np.float64]:
-    phi1, phi2 = np.radians(lat1), np.radians(lat2)
-    dphi = phi2 - phi1
-    dlambda = np.radians(np.subtract(lon2, lon1))
-    a = np.sin(dphi / 2) ** 2 + np.cos(phi1) * np.cos(phi2) * np.sin(dlambda / 2) ** 2
-    result: npt.NDArray[np.float64] = 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
-    return result
 
 
 def _top(
