@@ -189,14 +189,7 @@ class LoadGenerator:
         steps = _interleave(api_vacancies, [s for s in ingress if s[1].type == ce_type("vacancy.posted")])
         steps += _interleave(api_students, [s for s in ingress if s[1].type != ce_type("vacancy.posted")])
         pause = duration_s / max(1, len(steps))
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.platform.bootstrap,
-            acks="all",
-            # Not idempotent: that producer can break for good when the broker is away (see kafka.py).
-            enable_idempotence=False,
-            request_timeout_ms=5000,
-        )
-        await self._start(producer)
+        producer = await self._started_producer()
         try:
             for kind, item in steps:
                 for _ in range(2 if duplicate else 1):
@@ -228,14 +221,25 @@ class LoadGenerator:
             assert asyncio.get_running_loop().time() < deadline, f"{path} not accepted in {self.give_up_s}s"
             await asyncio.sleep(0.5)
 
-    async def _start(self, producer: AIOKafkaProducer) -> None:
+    async def _started_producer(self) -> AIOKafkaProducer:
+        """A partner system's producer, started; a fresh one for each attempt (a producer whose start failed
+        is not reused)."""
         deadline = asyncio.get_running_loop().time() + self.give_up_s
         while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.platform.bootstrap,
+                acks="all",
+                # Not idempotent: that producer can break for good when the broker is away (see kafka.py).
+                enable_idempotence=False,
+                request_timeout_ms=5000,
+            )
             try:
                 await producer.start()
-                return
-            except Exception:
-                assert asyncio.get_running_loop().time() < deadline
+                return producer
+            except Exception as exc:
+                await producer.stop()
+                late = asyncio.get_running_loop().time() > deadline
+                assert not late, f"no producer started in {self.give_up_s}s: {exc!r}"
                 await asyncio.sleep(0.5)
 
     async def _publish(self, producer: AIOKafkaProducer, envelope: Envelope) -> None:
