@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -40,20 +40,19 @@ def create_broker(settings: KafkaSettings, client_id: str) -> KafkaBroker:
         client_id=client_id,
         ack_policy=AckPolicy.MANUAL,
         allow_auto_create_topics=False,
-        acks="all",
-        enable_idempotence=False,
-        request_timeout_ms=settings.kafka_request_timeout_ms,
+        **_producer_options(settings),
     )
+
+
+def _producer_options(settings: KafkaSettings) -> dict[str, Any]:
+    """How every producer of ours publishes (see `create_broker` for why it is not idempotent)."""
+    timeout_ms = settings.kafka_request_timeout_ms
+    return {"acks": "all", "enable_idempotence": False, "request_timeout_ms": timeout_ms}
 
 
 def plain_producer(settings: KafkaSettings) -> AIOKafkaProducer:
-    """An aiokafka producer for tools outside a service (the CLI), set up as `create_broker`'s is."""
-    return AIOKafkaProducer(
-        **settings.client_options(),
-        acks="all",
-        enable_idempotence=False,
-        request_timeout_ms=settings.kafka_request_timeout_ms,
-    )
+    """An aiokafka producer for tools outside a service (the CLI, tests), set up as `create_broker`'s is."""
+    return AIOKafkaProducer(**settings.client_options(), **_producer_options(settings))
 
 
 class RecordPublisher(Protocol):

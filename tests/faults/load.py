@@ -18,6 +18,8 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from techport_shared.envelope import Envelope, to_binary
 from techport_shared.events import ce_type
+from techport_shared.kafka import plain_producer
+from techport_shared.settings import KafkaSettings
 from techport_shared.skills import vocabulary
 from techport_shared.topics import PARTNER_INGRESS
 
@@ -226,12 +228,8 @@ class LoadGenerator:
         is not reused)."""
         deadline = asyncio.get_running_loop().time() + self.give_up_s
         while True:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.platform.bootstrap,
-                acks="all",
-                # Not idempotent: that producer can break for good when the broker is away (see kafka.py).
-                enable_idempotence=False,
-                request_timeout_ms=5000,
+            producer = plain_producer(
+                KafkaSettings(kafka_bootstrap_servers=self.platform.bootstrap, kafka_request_timeout_ms=5000)
             )
             try:
                 await producer.start()

@@ -304,7 +304,6 @@ class MatchingIndex:
                 "n_required": (np.int32, 0),
                 "n_preferred": (np.int32, 0),
                 "place": (np.int32, Places.UNKNOWN),
-                "full": (np.bool_, False),
             }
         )
         self._vacancy_ids: list[str] = []
@@ -416,7 +415,6 @@ class MatchingIndex:
         """A vacancy with its maximum of matches takes no more from new students."""
         slot = self._vacancy_slot.get(vacancy_id)
         if slot is not None:
-            self._vacancies["full"][slot] = full
             self._vacancies["taking"][slot] = self._vacancies["active"][slot] and not full
 
     # --- reads --------------------------------------------------------------------------------------------
