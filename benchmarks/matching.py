@@ -109,6 +109,7 @@ def bench_vacancy(generator: Generator, size: int, students: list[StudentProfile
     gc.collect()
     tracemalloc.start()
     index.load_students(students[:size])
+    index.warm()  # as the service does after building its index
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     probes = generator.vacancies(queries)
@@ -134,6 +135,7 @@ def bench_student(generator: Generator, vacancies: int, queries: int) -> None:
     jobs = generator.vacancies(vacancies)
     for vacancy in jobs:
         index.upsert_vacancy(vacancy)
+    index.warm()
     probes = generator.students(queries)
     fast = _time(lambda s: index.match_student(s, MIN_SCORE, TOP_K_STUDENT), probes)
     p50, p95 = _percentiles(fast)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from techport_matching.domain import (
+    EPSILON,
     KINDS,
     LEVELS,
     StudentProfile,
@@ -14,7 +16,7 @@ from techport_matching.domain import (
     reference_matches_for_student,
     reference_matches_for_vacancy,
 )
-from techport_matching.index import MatchingIndex
+from techport_matching.index import MatchingIndex, _contenders, _scores
 
 SKILLS = [f"skill.{i}" for i in range(12)]
 coordinate = st.one_of(st.none(), st.tuples(st.floats(52.2, 52.7), st.floats(4.4, 5.2)))
@@ -81,14 +83,18 @@ def _same(fast: list[tuple[str, float]], slow: list[tuple[str, float]]) -> None:
     k=st.integers(1, 40),
     # Skills that this many students have are counted by bit, the others by posting: both ways, and mixed.
     common=st.sampled_from([2, 6, 512]),
+    # Distances and reach made ahead for every place, or as queries come.
+    warm=st.booleans(),
 )
-def test_vacancy_against_students(data, min_score: float, k: int, common: int) -> None:
+def test_vacancy_against_students(data, min_score: float, k: int, common: int, warm: bool) -> None:
     people = data.draw(students(40))
     [vacancy] = data.draw(vacancies(1))
     index = MatchingIndex(common_skill_after=common)
     index.load_students(people[:20])
     for student in people[20:]:
         index.upsert_student(student)
+    if warm:
+        index.warm()
     _same(
         index.match_vacancy(vacancy, min_score, k),
         reference_matches_for_vacancy(vacancy, people, min_score, k),
@@ -101,13 +107,16 @@ def test_vacancy_against_students(data, min_score: float, k: int, common: int) -
     min_score=st.sampled_from([0.0, 0.3, 0.5, 0.75]),
     k=st.integers(1, 40),
     common=st.sampled_from([2, 6, 512]),
+    warm=st.booleans(),
 )
-def test_student_against_vacancies(data, min_score: float, k: int, common: int) -> None:
+def test_student_against_vacancies(data, min_score: float, k: int, common: int, warm: bool) -> None:
     jobs = data.draw(vacancies(40))
     [student] = data.draw(students(1))
     index = MatchingIndex(common_skill_after=common)
     for vacancy in jobs:
         index.upsert_vacancy(vacancy)
+    if warm:
+        index.warm()
     _same(
         index.match_student(student, min_score, k), reference_matches_for_student(student, jobs, min_score, k)
     )
@@ -149,3 +158,32 @@ def test_places_and_common_skills_added_after_a_query_count_in_the_next(data, mi
                 index.match_vacancy(vacancy, min_score, 40),
                 reference_matches_for_vacancy(vacancy, people[:count], min_score, 40),
             )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    size=st.integers(1, 400),
+    want=st.integers(1, 8),
+    min_score=st.sampled_from([0.0, 0.5, 0.9]),
+)
+def test_the_cut_before_preferred_skills_keeps_everyone_who_can_make_the_top(
+    data, size: int, want: int, min_score: float
+) -> None:
+    # Whatever share of their preferred skills the candidates turn out to have, the best `want` of them at
+    # min_score or above are among the contenders.
+    levels = st.sampled_from([i / 6 for i in range(7)])
+    reach = st.one_of(st.just(-math.inf), st.floats(0.0, 0.5))
+    coverage = np.array(data.draw(st.lists(levels, min_size=size, max_size=size))) * (1.0 - EPSILON)
+    half_reach = np.array(data.draw(st.lists(reach, min_size=size, max_size=size)))
+    half_preferred = np.array(
+        data.draw(st.lists(st.sampled_from([0.0, 0.125, 0.25, 0.5]), min_size=size, max_size=size))
+    )
+    slots = np.arange(size)
+    scores = _scores(coverage, half_preferred, half_reach, size)
+    best = sorted(
+        (-score, int(slot)) for slot, score in zip(slots, scores, strict=True) if score >= min_score
+    )
+    kept, kept_coverage, kept_reach = _contenders(slots, coverage, half_reach, min_score, want)
+    assert {slot for _, slot in best[:want]} <= set(kept.tolist())
+    assert np.array_equal(kept_coverage, coverage[kept]) and np.array_equal(kept_reach, half_reach[kept])

@@ -1,18 +1,23 @@
 """The in-memory matching index: skills as integer ids in inverted postings (the most common skills also as
 bits, counted by popcount), everything a hard filter needs in numpy arrays, filters as vectorised masks,
 distances once per place (locations are postcode areas), top-k by partial sort. No per-pair Python loop on
-the hot path. A query first cuts to the candidates that hold enough of the required skills to reach the
-minimum score, and computes the rest of the score only for them.
+the hot path.
+
+A query costs two passes over the whole index: kind, level, consent and open-ness are one AND of a 64-bit
+gate word per slot, and its nonzero slots are the candidates. Everything else (skill counts, the cut to who
+can still reach the minimum score, reach and proximity, the score) is computed for the candidates only.
 
 Writes are incremental: a changed student or vacancy takes a new slot and its old slot is switched off (its
-stale postings are masked out by `active`). A rebuild from the database reclaims stale slots: at every start,
-and by hand with `techport matching reindex --service URL`; `stale_fraction` tells how much there is to gain.
+gate is 0, and its stale postings are never among the candidates). A rebuild from the database reclaims
+stale slots: at every start, and by hand with `techport matching reindex --service URL`; `stale_fraction`
+tells how much there is to gain.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +30,36 @@ from techport_matching.domain import EPSILON, KINDS, LEVELS, MAX_REQUIRED, Stude
 LEVEL_BIT = {level: 1 << i for i, level in enumerate(LEVELS)}
 UNKNOWN_LEVEL = 1 << 15  # a student's level we do not know: only a vacancy open to any level takes them
 ANY_LEVEL = 0xFFFF
-KIND_BIT = {kind: 1 << i for i, kind in enumerate(KINDS)}
+KIND_SHIFT = {kind: 16 * i for i, kind in enumerate(KINDS)}
 _FLOAT = np.float64
+Floats = npt.NDArray[np.float64]
+
+
+def gate(kinds: Iterable[str], levels: int) -> int:
+    """The 64-bit word the hard filters on kind and level reduce to: 16 level bits for each kind. A student
+    sets their level's bit under each kind they seek, a vacancy the bits of the levels it takes under its
+    kind; the pair passes when the two words share a bit."""
+    return sum(levels << KIND_SHIFT[kind] for kind in set(kinds) if kind in KIND_SHIFT)
+
+
+def student_gate(student: StudentProfile) -> int:
+    if not student.consent_matching:
+        return 0
+    return gate(student.seeking, LEVEL_BIT.get(student.level, UNKNOWN_LEVEL))
+
+
+def vacancy_gate(vacancy: VacancyProfile) -> int:
+    if not vacancy.open:
+        return 0
+    levels = sum(LEVEL_BIT.get(level, 0) for level in vacancy.levels) if vacancy.levels else ANY_LEVEL
+    return gate([vacancy.kind], levels)
+
+
+def _grown(array: npt.NDArray[Any], capacity: int) -> npt.NDArray[Any]:
+    """`array` in a larger one, zeros after it."""
+    grown = np.zeros(capacity, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
 
 
 class SkillIds:
@@ -51,8 +84,8 @@ class SkillIds:
 
 class Postings:
     """Which slots have which skill: one growable int32 array of slots per skill id (in slot order, as slots
-    only grow). The most common skills are also bits of one uint64 per slot: counting them for a query is an
-    AND and a popcount over the slots, not a pass over postings nearly as long as the index."""
+    only grow). The most common skills are also bits of one uint64 per slot: counting them for the candidates
+    is a gather, an AND and a popcount, not a search of postings nearly as long as the index."""
 
     BITS = 64
 
@@ -68,11 +101,10 @@ class Postings:
             self._arrays.append(np.empty(4, dtype=np.int32))
             self._sizes.append(0)
 
-    def _room_for(self, slot: int) -> None:
-        if slot >= len(self._bits):
-            grown = np.zeros(max(slot + 1, 2 * len(self._bits)), dtype=np.uint64)
-            grown[: len(self._bits)] = self._bits
-            self._bits = grown
+    def room_for(self, slots: int) -> None:
+        """Bits for slots 0..slots-1 (a slot without skills has a zero word)."""
+        if slots > len(self._bits):
+            self._bits = _grown(self._bits, max(slots, 2 * len(self._bits)))
 
     def add(self, skill: int, slot: int) -> None:
         self.add_many(skill, np.array([slot], dtype=np.int32))
@@ -87,7 +119,7 @@ class Postings:
         self._arrays[skill][size:needed] = slots
         self._sizes[skill] = needed
         if len(slots):
-            self._room_for(int(slots[-1]))
+            self.room_for(int(slots[-1]) + 1)
         bit = self._bit.get(skill)
         if bit is not None:
             self._bits[slots] |= np.uint64(1 << bit)
@@ -95,45 +127,50 @@ class Postings:
             bit = self._bit[skill] = len(self._bit)
             self._bits[self._arrays[skill][:needed]] |= np.uint64(1 << bit)
 
-    def _split(self, skills: list[int]) -> tuple[np.uint64, list[int]]:
-        """The bit mask of the common ones among `skills`, and the others."""
+    def _split(self, skills: list[int]) -> tuple[int, list[npt.NDArray[np.int32]]]:
+        """The bit mask of the common ones among `skills`, and the postings of the others."""
         mask, rare = 0, []
         for skill in skills:
             bit = self._bit.get(skill)
-            if bit is None:
-                rare.append(skill)
-            else:
+            if bit is not None:
                 mask |= 1 << bit
-        return np.uint64(mask), rare
+            elif skill < len(self._arrays) and self._sizes[skill]:
+                rare.append(self._arrays[skill][: self._sizes[skill]])
+        return mask, rare
 
     def counts(self, skills: list[int], n: int) -> npt.NDArray[np.integer[Any]]:
         """How many of `skills` each slot 0..n-1 has."""
         mask, rare = self._split(skills)
-        parts = [self._arrays[s][: self._sizes[s]] for s in rare if s < len(self._arrays)]
-        found = np.bincount(np.concatenate(parts), minlength=n)[:n] if parts else None
+        found: npt.NDArray[np.integer[Any]] | None = None
+        if rare:
+            found = np.bincount(rare[0] if len(rare) == 1 else np.concatenate(rare), minlength=n)[:n]
         if mask:
-            common = np.bitwise_count(self._bits[:n] & mask)
+            self.room_for(n)
+            common = np.bitwise_count(self._bits[:n] & np.uint64(mask))
             return common if found is None else found + common
-        return np.zeros(n, dtype=np.int64) if found is None else found
+        return np.zeros(n, dtype=np.uint8) if found is None else found
 
     def count_at(
-        self, skills: list[int], slots: npt.NDArray[np.int64], n: int
+        self, skills: list[int], slots: npt.NDArray[np.intp], n: int
     ) -> npt.NDArray[np.integer[Any]]:
-        """How many of `skills` each of `slots` has: the common ones by bit; the others by a binary search
-        per slot when the slots are few, else by a count over every slot."""
+        """How many of `skills` each of `slots` (ascending, all below n) has."""
         mask, rare = self._split(skills)
-        found: npt.NDArray[np.integer[Any]] = (
-            np.bitwise_count(self._bits[slots] & mask) if mask else np.zeros(len(slots), dtype=np.uint8)
-        )
-        if rare and len(slots) * len(rare) * 16 >= n:
-            return self.counts(rare, n)[slots] + found
-        for skill in rare:
-            if skill >= len(self._arrays) or self._sizes[skill] == 0:
-                continue
-            postings = self._arrays[skill][: self._sizes[skill]]
-            at = np.searchsorted(postings, slots)
-            found = found + (postings[np.minimum(at, len(postings) - 1)] == slots)
-        return found
+        found: npt.NDArray[np.integer[Any]]
+        if mask:
+            self.room_for(n)
+            found = np.bitwise_count(self._bits[slots] & np.uint64(mask))
+        else:
+            found = np.zeros(len(slots), dtype=np.uint8)
+        if not rare or len(slots) == 0:
+            return found
+        held = sum(len(postings) for postings in rare)
+        # Costs measured roughly, in ns: a binary search of the slots in each posting, or a count of all.
+        if len(rare) * (3500 + 100 * len(slots)) < 2000 + n // 4 + 2 * held:
+            for postings in rare:
+                at = np.minimum(np.searchsorted(postings, slots), len(postings) - 1)
+                found = found + (postings[at] == slots)
+            return found
+        return found + np.bincount(rare[0] if len(rare) == 1 else np.concatenate(rare), minlength=n)[slots]
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self._arrays) + self._bits.nbytes
@@ -163,8 +200,119 @@ class _Columns:
             self._arrays[name] = grown
         self.capacity = capacity
 
+    def append(self) -> int:
+        """A new slot at the end: its index."""
+        slot = self.size
+        self.grow_to(slot + 1)
+        self.size += 1
+        return slot
+
     def nbytes(self) -> int:
         return sum(array.nbytes for array in self._arrays.values())
+
+
+class _Rows:
+    """Arrays over ids that only grow (places, zones), one per key, for the most recently used keys within a
+    memory budget: a row made before new ids appeared is extended by just the new ones."""
+
+    def __init__(self, budget_bytes: int = 16 << 20) -> None:
+        self._rows: OrderedDict[Any, Floats] = OrderedDict()
+        self._budget = budget_bytes
+        self._bytes = 0
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._rows
+
+    def has_room(self, nbytes: int) -> bool:
+        return self._bytes + nbytes <= self._budget
+
+    def get(self, key: Any, size: int, compute: Callable[[int, int], Floats]) -> Floats:
+        row = self._rows.pop(key, None)
+        if row is not None:
+            self._bytes -= row.nbytes
+        if row is None or len(row) < size:
+            start = 0 if row is None else len(row)
+            more = compute(start, size)
+            row = more if row is None else np.concatenate([row, more])
+        while self._rows and self._bytes + row.nbytes > self._budget:
+            self._bytes -= self._rows.popitem(last=False)[1].nbytes  # the least recently used first
+        self._rows[key] = row
+        self._bytes += row.nbytes
+        return row
+
+    def nbytes(self) -> int:
+        return self._bytes
+
+
+@functools.lru_cache(maxsize=4096)
+def _query_keys(word: int) -> tuple[int, ...]:
+    """The Gates masks whose union is the slots sharing a bit with `word`: per kind, its any-level mask when
+    the word takes any level, else a mask per level bit."""
+    keys: list[int] = []
+    for kind in range(len(KINDS)):
+        levels = (word >> (16 * kind)) & ANY_LEVEL
+        keys.extend([~kind] if levels == ANY_LEVEL else [16 * kind + b for b in range(16) if levels >> b & 1])
+    return tuple(keys)
+
+
+class Gates:
+    """The gate word of every slot, kept also as one bool mask per bit in use and one per kind (any of its 16
+    level bits), updated as slots change: a query ORs the one to three masks its word names instead of testing
+    every slot's word."""
+
+    def __init__(self) -> None:
+        self._words: npt.NDArray[np.uint64] = np.zeros(1024, dtype=np.uint64)
+        self._masks: dict[int, npt.NDArray[np.bool_]] = {}  # by bit, and by ~kind (any bit of the kind)
+
+    @staticmethod
+    def _keys(word: int) -> list[int]:
+        """The masks a slot with `word` is in."""
+        keys = []
+        for kind in range(len(KINDS)):
+            levels = (word >> (16 * kind)) & ANY_LEVEL
+            if levels:
+                keys.append(~kind)
+                keys.extend(16 * kind + bit for bit in range(16) if levels >> bit & 1)
+        return keys
+
+    def _mask(self, key: int) -> npt.NDArray[np.bool_]:
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = self._masks[key] = np.zeros(len(self._words), dtype=np.bool_)
+        return mask
+
+    def _room_for(self, slots: int) -> None:
+        if slots > len(self._words):
+            capacity = max(slots, 2 * len(self._words))
+            self._words = _grown(self._words, capacity)
+            for key, mask in self._masks.items():
+                self._masks[key] = _grown(mask, capacity)
+
+    def set(self, slot: int, value: int) -> None:
+        self._room_for(slot + 1)
+        for key in self._keys(int(self._words[slot])):
+            self._masks[key][slot] = False
+        self._words[slot] = value
+        for key in self._keys(value):
+            self._mask(key)[slot] = True
+
+    def set_many(self, start: int, values: list[int]) -> None:
+        """Set the words of new slots start, start + 1, ... (all 0 so far)."""
+        self._room_for(start + len(values))
+        for offset, value in enumerate(values):
+            for key in self._keys(value):
+                self._mask(key)[start + offset] = True
+        self._words[start : start + len(values)] = values
+
+    def passing(self, word: int, n: int) -> npt.NDArray[np.bool_]:
+        """Which of slots 0..n-1 share a bit with `word` (read only: it may be a kept mask)."""
+        masks = [self._masks[key][:n] for key in _query_keys(word) if key in self._masks]
+        if not masks:
+            return np.zeros(n, dtype=np.bool_)
+        return masks[0] if len(masks) == 1 else functools.reduce(np.bitwise_or, masks)
+
+    def nbytes(self) -> int:
+        return self._words.nbytes + sum(mask.nbytes for mask in self._masks.values())
 
 
 class Places:
@@ -177,80 +325,172 @@ class Places:
 
     UNKNOWN = 0  # the place of whoever has no location: its distance is NaN, which every filter lets pass
 
-    def __init__(self, cached_points: int = 512) -> None:
+    def __init__(self) -> None:
         self._ids: dict[tuple[float, float], int] = {}
         # Longitude in degrees, latitude in radians and its cosine: what every distance from a place needs.
         self._columns = _Columns(
             {"lon": (_FLOAT, np.nan), "phi": (_FLOAT, np.nan), "cos_phi": (_FLOAT, np.nan)}, capacity=256
         )
         self._columns.size = 1  # place 0 is UNKNOWN
-        self._rows: OrderedDict[tuple[float, float], npt.NDArray[np.float64]] = OrderedDict()
-        self._cached_points = cached_points
+        self._rows = _Rows()
+
+    def __len__(self) -> int:
+        return self._columns.size
 
     def id(self, lat: float | None, lon: float | None) -> int:
         if lat is None or lon is None:
             return self.UNKNOWN
         found = self._ids.get((lat, lon))
         if found is None:
-            columns = self._columns
-            found = self._ids[(lat, lon)] = columns.size
-            columns.grow_to(found + 1)
+            found = self._ids[(lat, lon)] = self._columns.append()
             phi = np.radians(lat)
-            columns["lon"][found], columns["phi"][found], columns["cos_phi"][found] = lon, phi, np.cos(phi)
-            columns.size += 1
+            self._columns["lon"][found], self._columns["phi"][found] = lon, phi
+            self._columns["cos_phi"][found] = np.cos(phi)
         return found
 
-    def distances_from(self, lat: float, lon: float) -> npt.NDArray[np.float64]:
-        """Great-circle distance in km from (lat, lon) to every place, by place id."""
-        key, size = (lat, lon), self._columns.size
-        row = self._rows.pop(key, None)
-        if row is None or len(row) < size:
-            start = 0 if row is None else len(row)
-            more = self._distances(slice(start, size), lat, lon)
-            row = more if row is None else np.concatenate([row, more])
-        self._rows[key] = row  # the most recently used last
-        if len(self._rows) > self._cached_points:
-            self._rows.popitem(last=False)
-        return row
+    def points(self) -> list[tuple[float, float]]:
+        return list(self._ids)
 
-    def _distances(self, places: slice, lat: float, lon: float) -> npt.NDArray[np.float64]:
-        """Great-circle distances from (lat, lon) to `places`: `haversine_km`'s formula, operation for
-        operation (so the same to the last bit), each place's own terms computed once, when it was added."""
+    def warm(self) -> None:
+        """Distances from every place to every place, made ahead while they fit the rows' memory budget."""
+        for lat, lon in self.points():
+            if not self._rows.has_room(8 * len(self)):
+                return
+            self.distances_from(lat, lon)
+
+    def distances_from(self, lat: float, lon: float) -> Floats:
+        """Great-circle distance in km from (lat, lon) to every place, by place id."""
+        return self._rows.get(
+            (lat, lon), len(self), lambda start, stop: self._distances(start, stop, lat, lon)
+        )
+
+    def _distances(self, start: int, stop: int, lat: float, lon: float) -> Floats:
+        """Great-circle distances from (lat, lon) to places start..stop-1: `haversine_km`'s formula, operation
+        for operation (so the same to the last bit), each place's own terms computed when it was added."""
+        places = slice(start, stop)
         phi = np.radians(lat)
         s_phi = np.sin((phi - self._columns["phi"][places]) / 2)
         s_lambda = np.sin(np.radians(lon - self._columns["lon"][places]) / 2)
         a = s_phi * s_phi + self._columns["cos_phi"][places] * np.cos(phi) * (s_lambda * s_lambda)
-        result: npt.NDArray[np.float64] = 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+        result: Floats = 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
         return result
 
     def nbytes(self) -> int:
-        return self._columns.nbytes() + sum(row.nbytes for row in self._rows.values())
+        return self._columns.nbytes() + self._rows.nbytes()
+
+
+def half_proximity(distance: Floats, max_km: Any) -> Floats:
+    """Half the score's proximity (domain.assess, operation for operation), and -inf where the distance is
+    beyond max_km: the score is then -inf, below any minimum. An unknown distance (NaN) is in reach, at 0."""
+    half: Floats = 0.5 * np.fmax(0.0, 1.0 - distance / max_km)
+    half[distance > max_km] = -np.inf
+    return half
+
+
+class Zones:
+    """The distinct (place, max_distance_km) pairs of students: reach and proximity from a vacancy's site are
+    computed once per zone (and kept for the sites asked about most recently), not once per student."""
+
+    def __init__(self, places: Places) -> None:
+        self._places = places
+        self._ids: dict[tuple[int, float], int] = {}
+        self._columns = _Columns(
+            {"place": (np.int32, Places.UNKNOWN), "max_km": (_FLOAT, np.nan)}, capacity=256
+        )
+        self._rows = _Rows()
+
+    def id(self, place: int, max_km: float) -> int:
+        found = self._ids.get((place, max_km))
+        if found is None:
+            found = self._ids[(place, max_km)] = self._columns.append()
+            self._columns["place"][found], self._columns["max_km"][found] = place, max_km
+        return found
+
+    def half_proximity(self, lat: float, lon: float, zones: npt.NDArray[np.int32]) -> Floats:
+        """`half_proximity` from (lat, lon) for `zones`: through a row over every zone, kept for the site,
+        unless the site has none yet and the zones asked for are far fewer than all."""
+        size = self._columns.size
+        if (lat, lon) not in self._rows and 4 * len(zones) < size:
+            return self._half_proximity(lat, lon, zones)
+        return self._row(lat, lon)[zones]
+
+    def _row(self, lat: float, lon: float) -> Floats:
+        return self._rows.get(
+            (lat, lon),
+            self._columns.size,
+            lambda start, stop: self._half_proximity(lat, lon, slice(start, stop)),
+        )
+
+    def warm(self) -> None:
+        """A row from every place, made ahead while they fit the rows' memory budget."""
+        for lat, lon in self._places.points():
+            if not self._rows.has_room(8 * self._columns.size):
+                return
+            self._row(lat, lon)
+
+    def _half_proximity(self, lat: float, lon: float, zones: Any) -> Floats:
+        distance = self._places.distances_from(lat, lon)[self._columns["place"][zones]]
+        return half_proximity(distance, self._columns["max_km"][zones])
+
+    def nbytes(self) -> int:
+        return self._columns.nbytes() + self._rows.nbytes()
 
 
 def _top(
-    ids: list[str], slots: npt.NDArray[np.int64], scores: npt.NDArray[np.float64], k: int, skip: set[str]
+    ids: list[str], slots: npt.NDArray[np.intp], scores: Floats, min_score: float, k: int, skip: set[str]
 ) -> list[tuple[str, float]]:
-    """Best first, ties by id, without `skip`: partial sort, then an exact order of the few that qualify."""
+    """At min_score or above, best first, ties by id, without `skip`: a partial sort for the bar the best
+    k + len(skip) reach, then an exact order of the few that reach it."""
+    want = k + len(skip)
     if len(slots) == 0 or k <= 0:
         return []
-    want = min(len(slots), k + len(skip))
+    bar = min_score
     if want < len(slots):
-        kth = np.partition(scores, len(scores) - want)[len(scores) - want]
-        keep = scores >= kth  # ties at the boundary stay in, so the id order decides as the reference does
-        slots, scores = slots[keep], scores[keep]
+        # Ties at the bar stay in, so the id order decides among them as the reference does.
+        bar = max(bar, np.partition(scores, len(scores) - want)[len(scores) - want])
+    keep = scores >= bar
     # (-score, id) tuples sort in C: best first, equal scores by id.
-    ranked = sorted(zip((-scores).tolist(), [ids[s] for s in slots.tolist()], strict=True))
-    return [(i, -negative) for negative, i in ranked if i not in skip][:k]
+    ranked = sorted(zip((-scores[keep]).tolist(), map(ids.__getitem__, slots[keep].tolist()), strict=True))
+    if skip:
+        ranked = [pair for pair in ranked if pair[1] not in skip]
+    return [(i, -negative) for negative, i in ranked[:k]]
 
 
-def _scores(coverage: Any, preferred_fraction: Any, proximity: Any, count: int) -> npt.NDArray[np.float64]:
-    """domain.score over arrays (or scalars where every slot has the same value), in its order of operations,
-    so the scores are the reference's to the last bit."""
-    scores = (1.0 - EPSILON) * coverage + EPSILON * (0.5 * preferred_fraction + 0.5 * proximity)
+def _scores(coverage: Any, half_preferred: Any, half_proximity: Any, count: int) -> Floats:
+    """domain.score over arrays (or scalars where every candidate has the same value), in its order of
+    operations, so the scores are the reference's to the last bit. `coverage` is already weighed by
+    (1 - EPSILON), the other two are halved."""
+    scores = coverage + EPSILON * (half_preferred + half_proximity)
     return np.full(count, scores) if np.ndim(scores) == 0 else scores
 
 
-def _fraction(part: Any, whole: npt.NDArray[np.int32], if_none: float) -> npt.NDArray[np.float64]:
+def _contenders(
+    slots: npt.NDArray[np.intp], coverage: Any, half_reach: Any, min_score: float, want: int
+) -> tuple[npt.NDArray[np.intp], Any, Any]:
+    """The candidates that can still be among the best `want` at min_score or above, whatever their preferred
+    skills: so only they need those counted. A score lies between its values with none and with all of the
+    preferred skills (rounding is monotonic), so whose highest is below the `want`-th best lowest is out."""
+    if len(slots) <= 32 * want:
+        return slots, coverage, half_reach  # too few to gain from a cut
+    lowest = _scores(coverage, 0.0, half_reach, len(slots))
+    highest = _scores(coverage, 0.5, half_reach, len(slots))
+    # The want-th best of a sample is no better than that of all: a bar that lets through all who can make it,
+    # and a partial sort of a sample costs little.
+    sample = lowest[:: max(1, len(lowest) // (16 * want))]
+    bar = max(min_score, np.partition(sample, len(sample) - want)[len(sample) - want])
+    keep = np.flatnonzero(highest >= bar)
+    return slots[keep], *(part[keep] if np.ndim(part) else part for part in (coverage, half_reach))
+
+
+@functools.lru_cache(maxsize=1024)
+def _weighed_fractions(whole: int, weight: float) -> Floats:
+    """weight * (part / whole) for every part 0..whole, as the score computes it."""
+    table: Floats = weight * (np.arange(whole + 1) / whole)
+    table.flags.writeable = False
+    return table
+
+
+def _fraction(part: Any, whole: npt.NDArray[np.int32], if_none: float) -> Floats:
     """part / whole, `if_none` where whole is 0."""
     return np.divide(part, whole, out=np.full(len(whole), if_none), where=whole > 0)
 
@@ -277,16 +517,10 @@ class MatchingIndex:
     def __init__(self, common_skill_after: int = 512) -> None:
         self.skills = SkillIds()
         self.places = Places()
-        self._students = _Columns(
-            {
-                "active": (np.bool_, False),
-                "consent": (np.bool_, False),
-                "level": (np.uint16, 0),
-                "seeking": (np.uint8, 0),
-                "place": (np.int32, Places.UNKNOWN),
-                "max_km": (_FLOAT, 0.0),
-            }
-        )
+        self.zones = Zones(self.places)
+        # zone: place and max_distance_km.
+        self._students = _Columns({"zone": (np.int32, 0)})
+        self._student_gates = Gates()  # student_gate, 0 once the slot is superseded
         self._student_ids: list[str] = []
         self._student_slot: dict[str, int] = {}
         # What each live entry was built from, so catching up with the database skips what is unchanged.
@@ -295,12 +529,6 @@ class MatchingIndex:
         self._student_skills = Postings(common_skill_after)
         self._vacancies = _Columns(
             {
-                "active": (np.bool_, False),
-                "kind": (np.uint8, 0),
-                # The levels it accepts as LEVEL_BIT bits; every bit (the unknown level's too) if any level.
-                "levels": (np.uint16, 0),
-                # Open to new students: live and not full.
-                "taking": (np.bool_, False),
                 "n_required": (np.int32, 0),
                 "n_preferred": (np.int32, 0),
                 "place": (np.int32, Places.UNKNOWN),
@@ -308,40 +536,24 @@ class MatchingIndex:
         )
         self._vacancy_ids: list[str] = []
         self._vacancy_slot: dict[str, int] = {}
+        self._vacancy_gates = Gates()  # vacancy_gate while it takes new students (live and not full), else 0
         self._required = Postings(common_skill_after)
         self._preferred = Postings(common_skill_after)
         self.profiles: dict[str, VacancyProfile] = {}
+        self._reach_by_place = _Rows()  # half_proximity to every place, by (lat, lon, max_km) of a student
         self._least_matched_tables: dict[float, npt.NDArray[np.int64]] = {}
         self._least_matched_slots: dict[float, npt.NDArray[np.int64]] = {}
-        self._most_required = 0
+        self._most_required = MAX_REQUIRED
 
     # --- writes -------------------------------------------------------------------------------------------
     def upsert_student(self, student: StudentProfile) -> None:
-        digest = hash(student)
-        if self._student_hash.get(student.student_id) == digest:
-            return
-        self.remove_student(student.student_id)
-        self._student_hash[student.student_id] = digest
-        cols = self._students
-        slot = cols.size
-        cols.grow_to(slot + 1)
-        cols.size += 1
-        cols["active"][slot] = True
-        cols["consent"][slot] = student.consent_matching
-        cols["level"][slot] = LEVEL_BIT.get(student.level, 0)
-        cols["seeking"][slot] = sum(KIND_BIT.get(k, 0) for k in student.seeking)
-        cols["place"][slot] = self.places.id(student.lat, student.lon)
-        cols["max_km"][slot] = student.max_distance_km
-        self._student_ids.append(student.student_id)
-        self._student_slot[student.student_id] = slot
-        for code in student.skills:
-            self._student_skills.add(self.skills.id(code), slot)
+        self.load_students([student])
 
     def remove_student(self, student_id: str) -> None:
         self._student_hash.pop(student_id, None)
         slot = self._student_slot.pop(student_id, None)
         if slot is not None:
-            self._students["active"][slot] = False
+            self._student_gates.set(slot, 0)
 
     def upsert_vacancy(self, vacancy: VacancyProfile) -> None:
         digest = hash(vacancy)
@@ -352,13 +564,8 @@ class MatchingIndex:
             return
         self._vacancy_hash[vacancy.vacancy_id] = digest
         cols = self._vacancies
-        slot = cols.size
-        cols.grow_to(slot + 1)
-        cols.size += 1
-        cols["active"][slot] = True
-        cols["kind"][slot] = KIND_BIT.get(vacancy.kind, 0)
-        cols["levels"][slot] = sum(LEVEL_BIT.get(level, 0) for level in vacancy.levels) or ANY_LEVEL
-        cols["taking"][slot] = True
+        slot = cols.append()
+        self._vacancy_gates.set(slot, vacancy_gate(vacancy))
         cols["n_required"][slot] = len(vacancy.required)
         self._most_required = max(self._most_required, len(vacancy.required))
         cols["n_preferred"][slot] = len(vacancy.preferred)
@@ -376,23 +583,22 @@ class MatchingIndex:
         slot = self._vacancy_slot.pop(vacancy_id, None)
         self.profiles.pop(vacancy_id, None)
         if slot is not None:
-            self._vacancies["active"][slot] = False
-            self._vacancies["taking"][slot] = False
+            self._vacancy_gates.set(slot, 0)
 
     def load_students(self, students: list[StudentProfile]) -> None:
-        """Bulk load (start-up, reindex, benchmarks): the same result as upserting one by one, faster."""
+        """Add or replace students: in bulk at start-up, reindex and in benchmarks, one at a time from events.
+        A student whose profile is unchanged keeps their slot."""
+        students = [s for s in students if self._student_hash.get(s.student_id) != hash(s)]
         for student in students:
             self.remove_student(student.student_id)
         cols = self._students
         start, n = cols.size, len(students)
         cols.grow_to(start + n)
         end = start + n
-        cols["active"][start:end] = True
-        cols["consent"][start:end] = [s.consent_matching for s in students]
-        cols["level"][start:end] = [LEVEL_BIT.get(s.level, 0) for s in students]
-        cols["seeking"][start:end] = [sum(KIND_BIT.get(k, 0) for k in s.seeking) for s in students]
-        cols["place"][start:end] = [self.places.id(s.lat, s.lon) for s in students]
-        cols["max_km"][start:end] = [s.max_distance_km for s in students]
+        self._student_gates.set_many(start, [student_gate(s) for s in students])
+        cols["zone"][start:end] = [
+            self.zones.id(self.places.id(s.lat, s.lon), s.max_distance_km) for s in students
+        ]
         cols.size = end
         by_skill: dict[int, list[int]] = {}
         for offset, student in enumerate(students):
@@ -411,21 +617,31 @@ class MatchingIndex:
         live = len(self._student_slot) + len(self._vacancy_slot)
         return 0.0 if slots == 0 else 1.0 - live / slots
 
+    def warm(self) -> None:
+        """Distances and reach from every known place, made ahead (while they fit their memory budgets), so
+        that a query from a known place starts from them. Called after a build, not per write."""
+        self.places.warm()
+        self.zones.warm()
+
     def set_full(self, vacancy_id: str, full: bool) -> None:
         """A vacancy with its maximum of matches takes no more from new students."""
         slot = self._vacancy_slot.get(vacancy_id)
         if slot is not None:
-            self._vacancies["taking"][slot] = self._vacancies["active"][slot] and not full
+            self._vacancy_gates.set(slot, 0 if full else vacancy_gate(self.profiles[vacancy_id]))
 
     # --- reads --------------------------------------------------------------------------------------------
     def stats(self) -> IndexStats:
         nbytes = (
             self._students.nbytes()
             + self._vacancies.nbytes()
+            + self._student_gates.nbytes()
+            + self._vacancy_gates.nbytes()
             + self._student_skills.nbytes()
             + self._required.nbytes()
             + self._preferred.nbytes()
             + self.places.nbytes()
+            + self.zones.nbytes()
+            + self._reach_by_place.nbytes()
         )
         return IndexStats(len(self._student_slot), len(self._vacancy_slot), len(self.skills), nbytes)
 
@@ -435,46 +651,39 @@ class MatchingIndex:
         """The best students for a vacancy: (student_id, score), best first."""
         cols = self._students
         n = cols.size
-        if n == 0 or not vacancy.open:
-            return []
         n_required = len(vacancy.required)
-        need = _least_matched(n_required, min_score)
-        if need is None:
+        need = int(self._least_matched_table(min_score, n_required)[n_required])
+        wanted = vacancy_gate(vacancy)
+        if n == 0 or need > n_required or wanted == 0:
             return []
-        # Who has too few of the required skills cannot reach min_score, whatever the tiebreak: out first.
-        mask = cols["active"][:n] & cols["consent"][:n]
-        if need > 0:
+        # Passes over every slot are cheap elementwise ones; gathers are for the candidates only.
+        # Consent, kind and level, and a live slot: one AND of the gate words.
+        candidate = self._student_gates.passing(wanted, n)
+        if need > 0:  # who has too few of the required skills cannot reach min_score, whatever the tiebreak
             matched = self._student_skills.counts(self.skills.known(vacancy.required), n)
-            mask &= matched >= need
-        mask &= (cols["seeking"][:n] & KIND_BIT.get(vacancy.kind, 0)) != 0
-        if vacancy.levels:
-            wanted = sum(LEVEL_BIT.get(level, 0) for level in vacancy.levels)
-            mask &= (cols["level"][:n] & wanted) != 0
-        slots = np.flatnonzero(mask)
+            candidate = candidate & (matched >= need)
+        slots = np.flatnonzero(candidate)
         if len(slots) == 0:
             return []
-        proximity: Any = 0.0
-        if vacancy.lat is not None and vacancy.lon is not None:
-            max_km = cols["max_km"][slots]
-            distance = self.places.distances_from(vacancy.lat, vacancy.lon)[cols["place"][slots]]
-            reach = ~(distance > max_km)  # an unknown location (NaN) is not out of reach
-            slots, distance, max_km = slots[reach], distance[reach], max_km[reach]
-            proximity = np.fmax(0.0, 1.0 - distance / max_km)  # fmax: NaN (unknown) -> 0.0
-        coverage: Any = 1.0
+        coverage: Any = 1.0 - EPSILON  # (1 - EPSILON) * coverage, when nothing is required
         if n_required:
-            matched_here = (
+            matched = (
                 matched[slots]
                 if need > 0
                 else self._student_skills.count_at(self.skills.known(vacancy.required), slots, n)
             )
-            coverage = matched_here / n_required
-        preferred_fraction: Any = 0.0
+            coverage = _weighed_fractions(n_required, 1.0 - EPSILON)[matched]
+        half_reach: Any = 0.0
+        if vacancy.lat is not None and vacancy.lon is not None:
+            half_reach = self.zones.half_proximity(vacancy.lat, vacancy.lon, cols["zone"][slots])
+        skip = skip or set()
+        half_preferred: Any = 0.0
         if vacancy.preferred:
-            preferred = self.skills.known(vacancy.preferred)
-            preferred_fraction = self._student_skills.count_at(preferred, slots, n) / len(vacancy.preferred)
-        scores = _scores(coverage, preferred_fraction, proximity, len(slots))
-        keep = scores >= min_score
-        return _top(self._student_ids, slots[keep], scores[keep], k, skip or set())
+            slots, coverage, half_reach = _contenders(slots, coverage, half_reach, min_score, k + len(skip))
+            counted = self._student_skills.count_at(self.skills.known(vacancy.preferred), slots, n)
+            half_preferred = _weighed_fractions(len(vacancy.preferred), 0.5)[counted]
+        scores = _scores(coverage, half_preferred, half_reach, len(slots))
+        return _top(self._student_ids, slots, scores, min_score, k, skip)
 
     def match_student(
         self,
@@ -486,29 +695,39 @@ class MatchingIndex:
         """The best open vacancies for a student: (vacancy_id, score), best first; full vacancies are out."""
         cols = self._vacancies
         n = cols.size
-        if n == 0 or not student.consent_matching:
+        wanted = student_gate(student)
+        if n == 0 or wanted == 0:
             return []
+        # Passes over every slot are cheap elementwise ones; gathers are for the candidates only.
+        # Open, not full, kind and level (and the student's consent): one AND of the gate words.
+        candidate = self._vacancy_gates.passing(wanted, n)
         skills = self.skills.known(student.skills)
         matched = self._required.counts(skills, n)
         # Vacancies whose required skills the student covers too few of cannot reach min_score: out first.
-        mask = matched >= self._least_matched_by_slot(min_score, n)
-        mask &= cols["taking"][:n]
-        mask &= (cols["kind"][:n] & sum(KIND_BIT.get(kind, 0) for kind in student.seeking)) != 0
-        mask &= (cols["levels"][:n] & LEVEL_BIT.get(student.level, UNKNOWN_LEVEL)) != 0
-        slots = np.flatnonzero(mask)
+        candidate = candidate & (matched >= self._least_matched_by_slot(min_score, n))
+        slots = np.flatnonzero(candidate)
         if len(slots) == 0:
             return []
-        proximity: Any = 0.0
+        matched, n_required = matched[slots], cols["n_required"][slots]
+        half_reach: Any = 0.0
         if student.lat is not None and student.lon is not None:
-            distance = self.places.distances_from(student.lat, student.lon)[cols["place"][slots]]
-            reach = ~(distance > student.max_distance_km)  # an unknown location (NaN) is not out of reach
-            slots, distance = slots[reach], distance[reach]
-            proximity = np.fmax(0.0, 1.0 - distance / student.max_distance_km)  # fmax: NaN -> 0.0
-        coverage = _fraction(matched[slots], cols["n_required"][slots], 1.0)
+            half_reach = self._half_proximity_to_places(student)[cols["place"][slots]]
+        coverage = (1.0 - EPSILON) * _fraction(matched, n_required, 1.0)
+        skip = skip or set()
+        slots, coverage, half_reach = _contenders(slots, coverage, half_reach, min_score, k + len(skip))
         preferred = _fraction(self._preferred.count_at(skills, slots, n), cols["n_preferred"][slots], 0.0)
-        scores = _scores(coverage, preferred, proximity, len(slots))
-        keep = scores >= min_score
-        return _top(self._vacancy_ids, slots[keep], scores[keep], k, skip or set())
+        scores = _scores(coverage, 0.5 * preferred, half_reach, len(slots))
+        return _top(self._vacancy_ids, slots, scores, min_score, k, skip)
+
+    def _half_proximity_to_places(self, student: StudentProfile) -> Floats:
+        """`half_proximity` from the student's location, within their max_distance_km, for every place."""
+        lat, lon, max_km = student.lat, student.lon, student.max_distance_km
+        assert lat is not None and lon is not None
+
+        def compute(start: int, stop: int) -> Floats:
+            return half_proximity(self.places.distances_from(lat, lon)[start:stop], max_km)
+
+        return self._reach_by_place.get((lat, lon, max_km), len(self.places), compute)
 
     def _least_matched_by_slot(self, min_score: float, n: int) -> npt.NDArray[np.int64]:
         """`_least_matched` of every vacancy slot 0..n-1 (kept: a slot's required skills never change)."""
@@ -520,16 +739,15 @@ class MatchingIndex:
             self._least_matched_slots[min_score] = known
         return known[:n]
 
-    def _least_matched_table(self, min_score: float) -> npt.NDArray[np.int64]:
-        """`_least_matched` by number of required skills (a count no one reaches where no number can)."""
+    def _least_matched_table(self, min_score: float, most: int = 0) -> npt.NDArray[np.int64]:
+        """`_least_matched` by number of required skills, for every number up to the most any vacancy has (and
+        `most`); a count no one reaches where no number can."""
+        most = max(most, self._most_required)
         table = self._least_matched_tables.get(min_score)
-        if table is None or len(table) <= self._most_required:
+        if table is None or len(table) <= most:
             unreachable = 1 << 30
             table = np.array(
-                [
-                    unreachable if (m := _least_matched(r, min_score)) is None else m
-                    for r in range(max(MAX_REQUIRED, self._most_required) + 1)
-                ],
+                [unreachable if (m := _least_matched(r, min_score)) is None else m for r in range(most + 1)],
                 dtype=np.int64,
             )
             self._least_matched_tables[min_score] = table

@@ -106,6 +106,7 @@ class Matching:
                 fresh.upsert_vacancy(vacancy.profile())
                 count = await MatchingRepository(session).open_match_count(vacancy.vacancy_id)
                 fresh.set_full(vacancy.vacancy_id, count >= self.settings.top_k_per_vacancy)
+        fresh.warm()
         self.index = fresh
         self._seen_change = seen
         self._observe()

@@ -102,8 +102,9 @@ class VacancyRow(MatchingTable, table=True):
             self.organisation_id,
             self.kind,
             frozenset(self.levels),
-            tuple(self.required_skills),
-            tuple(self.preferred_skills),
+            # A skill listed twice counts once.
+            tuple(dict.fromkeys(self.required_skills)),
+            tuple(dict.fromkeys(self.preferred_skills)),
             self.lat,
             self.lon,
             self.status == "open",
