@@ -16,7 +16,7 @@ from techport_matching.domain import (
     reference_matches_for_student,
     reference_matches_for_vacancy,
 )
-from techport_matching.index import MatchingIndex, _contenders, _scores
+from techport_matching.index import Gates, MatchingIndex, _contenders, _scores
 
 SKILLS = [f"skill.{i}" for i in range(12)]
 coordinate = st.one_of(st.none(), st.tuples(st.floats(52.2, 52.7), st.floats(4.4, 5.2)))
@@ -187,3 +187,37 @@ def test_the_cut_before_preferred_skills_keeps_everyone_who_can_make_the_top(
     kept, kept_coverage, kept_reach = _contenders(slots, coverage, half_reach, min_score, want)
     assert {slot for _, slot in best[:want]} <= set(kept.tolist())
     assert np.array_equal(kept_coverage, coverage[kept]) and np.array_equal(kept_reach, half_reach[kept])
+
+
+gate_word = st.one_of(
+    st.integers(0, 2**64 - 1),
+    # A kind open to any level, or one level of one kind: the words students and vacancies have.
+    st.builds(
+        lambda kind, bit, any_level: (0xFFFF if any_level else 1 << bit) << (16 * kind),
+        st.integers(0, 3),
+        st.integers(0, 15),
+        st.booleans(),
+    ),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    first=st.lists(gate_word, max_size=30),
+    changes=st.lists(st.tuples(st.integers(0, 40), gate_word), max_size=30),
+    more=st.lists(gate_word, max_size=30),
+    queries=st.lists(gate_word, min_size=1, max_size=10),
+)
+def test_gate_masks_agree_with_the_words(first, changes, more, queries) -> None:
+    # The kept masks answer what testing every word would, through bulk loads and changes of single slots.
+    gates, words = Gates(), list(first)
+    gates.set_many(0, first)
+    for slot, value in changes:
+        words.extend([0] * (slot + 1 - len(words)))
+        words[slot] = value
+        gates.set(slot, value)
+    gates.set_many(len(words), more)
+    words.extend(more)
+    for query in queries:
+        expected = [(word & query) != 0 for word in words]
+        assert gates.passing(query, len(words)).tolist() == expected

@@ -3,9 +3,12 @@ bits, counted by popcount), everything a hard filter needs in numpy arrays, filt
 distances once per place (locations are postcode areas), top-k by partial sort. No per-pair Python loop on
 the hot path.
 
-A query costs two passes over the whole index: kind, level, consent and open-ness are one AND of a 64-bit
-gate word per slot, and its nonzero slots are the candidates. Everything else (skill counts, the cut to who
-can still reach the minimum score, reach and proximity, the score) is computed for the candidates only.
+What a query does over every slot is elementwise and cheap: kind, level, consent and open-ness are a 64-bit
+gate word per slot, kept as a bool mask per bit (Gates), so the query ORs one to three masks; the required
+skills are counted (postings and popcount) and compared with the fewest that can reach the minimum score.
+Gathers, which cost per element an order more, are for the candidates that pass: reach and proximity from a
+row per place or zone (kept, and made ahead by `warm`), the score, and preferred skills for the candidates
+that can still make the top k (`_contenders`).
 
 Writes are incremental: a changed student or vacancy takes a new slot and its old slot is switched off (its
 gate is 0, and its stale postings are never among the candidates). A rebuild from the database reclaims
@@ -244,6 +247,22 @@ class _Rows:
         return self._bytes
 
 
+def _key_bits(key: int) -> int:
+    """The bits of a Gates mask: one level bit of one kind, or (~kind) every level bit of a kind."""
+    return ANY_LEVEL << (16 * ~key) if key < 0 else 1 << key
+
+
+def _keys(word: int) -> list[int]:
+    """The Gates masks a slot with `word` is in."""
+    keys = []
+    for kind in range(len(KINDS)):
+        levels = (word >> (16 * kind)) & ANY_LEVEL
+        if levels:
+            keys.append(~kind)
+            keys.extend(16 * kind + bit for bit in range(16) if levels >> bit & 1)
+    return keys
+
+
 @functools.lru_cache(maxsize=4096)
 def _query_keys(word: int) -> tuple[int, ...]:
     """The Gates masks whose union is the slots sharing a bit with `word`: per kind, its any-level mask when
@@ -262,18 +281,7 @@ class Gates:
 
     def __init__(self) -> None:
         self._words: npt.NDArray[np.uint64] = np.zeros(1024, dtype=np.uint64)
-        self._masks: dict[int, npt.NDArray[np.bool_]] = {}  # by bit, and by ~kind (any bit of the kind)
-
-    @staticmethod
-    def _keys(word: int) -> list[int]:
-        """The masks a slot with `word` is in."""
-        keys = []
-        for kind in range(len(KINDS)):
-            levels = (word >> (16 * kind)) & ANY_LEVEL
-            if levels:
-                keys.append(~kind)
-                keys.extend(16 * kind + bit for bit in range(16) if levels >> bit & 1)
-        return keys
+        self._masks: dict[int, npt.NDArray[np.bool_]] = {}  # by _keys
 
     def _mask(self, key: int) -> npt.NDArray[np.bool_]:
         mask = self._masks.get(key)
@@ -290,19 +298,17 @@ class Gates:
 
     def set(self, slot: int, value: int) -> None:
         self._room_for(slot + 1)
-        for key in self._keys(int(self._words[slot])):
-            self._masks[key][slot] = False
+        for key in _keys(int(self._words[slot]) | value):
+            self._mask(key)[slot] = (value & _key_bits(key)) != 0
         self._words[slot] = value
-        for key in self._keys(value):
-            self._mask(key)[slot] = True
 
     def set_many(self, start: int, values: list[int]) -> None:
         """Set the words of new slots start, start + 1, ... (all 0 so far)."""
-        self._room_for(start + len(values))
-        for offset, value in enumerate(values):
-            for key in self._keys(value):
-                self._mask(key)[start + offset] = True
-        self._words[start : start + len(values)] = values
+        stop = start + len(values)
+        self._room_for(stop)
+        words = self._words[start:stop] = np.asarray(values, dtype=np.uint64)
+        for key in _keys(int(np.bitwise_or.reduce(words)) if len(words) else 0):
+            self._mask(key)[start:stop] = (words & np.uint64(_key_bits(key))) != 0
 
     def passing(self, word: int, n: int) -> npt.NDArray[np.bool_]:
         """Which of slots 0..n-1 share a bit with `word` (read only: it may be a kept mask)."""
