@@ -38,11 +38,17 @@ _FLOAT = np.float64
 Floats = npt.NDArray[np.float64]
 
 
-def gate(kinds: Iterable[str], levels: int) -> int:
+@functools.lru_cache(maxsize=1024)
+def gate(kinds: frozenset[str], levels: int) -> int:
     """The 64-bit word the hard filters on kind and level reduce to: 16 level bits for each kind. A student
     sets their level's bit under each kind they seek, a vacancy the bits of the levels it takes under its
     kind; the pair passes when the two words share a bit."""
-    return sum(levels << KIND_SHIFT[kind] for kind in set(kinds) if kind in KIND_SHIFT)
+    return sum(levels << KIND_SHIFT[kind] for kind in kinds if kind in KIND_SHIFT)
+
+
+@functools.lru_cache(maxsize=1024)
+def _level_bits(levels: frozenset[str]) -> int:
+    return sum(LEVEL_BIT.get(level, 0) for level in levels) if levels else ANY_LEVEL
 
 
 def student_gate(student: StudentProfile) -> int:
@@ -54,8 +60,7 @@ def student_gate(student: StudentProfile) -> int:
 def vacancy_gate(vacancy: VacancyProfile) -> int:
     if not vacancy.open:
         return 0
-    levels = sum(LEVEL_BIT.get(level, 0) for level in vacancy.levels) if vacancy.levels else ANY_LEVEL
-    return gate([vacancy.kind], levels)
+    return gate(frozenset((vacancy.kind,)), _level_bits(vacancy.levels))
 
 
 def _grown(array: npt.NDArray[Any], capacity: int) -> npt.NDArray[Any]:
@@ -230,6 +235,10 @@ class _Rows:
         return self._bytes + nbytes <= self._budget
 
     def get(self, key: Any, size: int, compute: Callable[[int, int], Floats]) -> Floats:
+        row = self._rows.get(key)
+        if row is not None and len(row) >= size:
+            self._rows.move_to_end(key)  # the most recently used last
+            return row
         row = self._rows.pop(key, None)
         if row is not None:
             self._bytes -= row.nbytes
