@@ -672,7 +672,7 @@ class MatchingIndex:
         if n == 0 or need > n_required or wanted == 0:
             return []
         # Passes over every slot are cheap elementwise ones; gathers are for the candidates only.
-        # Consent, kind and level, and a live slot: one AND of the gate words.
+        # Consent, kind and level, and a live slot: the gate masks the vacancy's word names.
         candidate = self._student_gates.passing(wanted, n)
         if need > 0:  # who has too few of the required skills cannot reach min_score, whatever the tiebreak
             matched = self._student_skills.counts(self.skills.known(vacancy.required), n)
@@ -714,7 +714,7 @@ class MatchingIndex:
         if n == 0 or wanted == 0:
             return []
         # Passes over every slot are cheap elementwise ones; gathers are for the candidates only.
-        # Open, not full, kind and level (and the student's consent): one AND of the gate words.
+        # Open, not full, kind and level (and the student's consent): the gate masks the student's word names.
         candidate = self._vacancy_gates.passing(wanted, n)
         skills = self.skills.known(student.skills)
         matched = self._required.counts(skills, n)
