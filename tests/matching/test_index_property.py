@@ -76,8 +76,11 @@ def _same(fast: list[tuple[str, float]], slow: list[tuple[str, float]]) -> None:
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
+# The cases both directions are compared on.
+against_the_reference = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+query_cases = given(
     data=st.data(),
     min_score=st.sampled_from([0.0, 0.3, 0.5, 0.75]),
     k=st.integers(1, 40),
@@ -86,6 +89,10 @@ def _same(fast: list[tuple[str, float]], slow: list[tuple[str, float]]) -> None:
     # Distances and reach made ahead for every place, or as queries come.
     warm=st.booleans(),
 )
+
+
+@against_the_reference
+@query_cases
 def test_vacancy_against_students(data, min_score: float, k: int, common: int, warm: bool) -> None:
     people = data.draw(students(40))
     [vacancy] = data.draw(vacancies(1))
@@ -101,14 +108,8 @@ def test_vacancy_against_students(data, min_score: float, k: int, common: int, w
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    data=st.data(),
-    min_score=st.sampled_from([0.0, 0.3, 0.5, 0.75]),
-    k=st.integers(1, 40),
-    common=st.sampled_from([2, 6, 512]),
-    warm=st.booleans(),
-)
+@against_the_reference
+@query_cases
 def test_student_against_vacancies(data, min_score: float, k: int, common: int, warm: bool) -> None:
     jobs = data.draw(vacancies(40))
     [student] = data.draw(students(1))

@@ -261,26 +261,30 @@ def _key_bits(key: int) -> int:
     return ANY_LEVEL << (16 * ~key) if key < 0 else 1 << key
 
 
+def _levels_by_kind(word: int) -> list[tuple[int, int]]:
+    """(kind, its 16 level bits) for each kind with any bit set in `word`."""
+    fields = ((kind, (word >> (16 * kind)) & ANY_LEVEL) for kind in range(len(KINDS)))
+    return [(kind, levels) for kind, levels in fields if levels]
+
+
+def _level_keys(kind: int, levels: int) -> list[int]:
+    return [16 * kind + bit for bit in range(16) if levels >> bit & 1]
+
+
 def _keys(word: int) -> list[int]:
-    """The Gates masks a slot with `word` is in."""
-    keys = []
-    for kind in range(len(KINDS)):
-        levels = (word >> (16 * kind)) & ANY_LEVEL
-        if levels:
-            keys.append(~kind)
-            keys.extend(16 * kind + bit for bit in range(16) if levels >> bit & 1)
-    return keys
+    """The Gates masks a slot with `word` is in: its kinds' any-level masks and every bit's."""
+    return [key for kind, levels in _levels_by_kind(word) for key in [~kind, *_level_keys(kind, levels)]]
 
 
 @functools.lru_cache(maxsize=4096)
 def _query_keys(word: int) -> tuple[int, ...]:
     """The Gates masks whose union is the slots sharing a bit with `word`: per kind, its any-level mask when
     the word takes any level, else a mask per level bit."""
-    keys: list[int] = []
-    for kind in range(len(KINDS)):
-        levels = (word >> (16 * kind)) & ANY_LEVEL
-        keys.extend([~kind] if levels == ANY_LEVEL else [16 * kind + b for b in range(16) if levels >> b & 1])
-    return tuple(keys)
+    return tuple(
+        key
+        for kind, levels in _levels_by_kind(word)
+        for key in ([~kind] if levels == ANY_LEVEL else _level_keys(kind, levels))
+    )
 
 
 class Gates:
@@ -603,7 +607,13 @@ class MatchingIndex:
     def load_students(self, students: list[StudentProfile]) -> None:
         """Add or replace students: in bulk at start-up, reindex and in benchmarks, one at a time from events.
         A student whose profile is unchanged keeps their slot."""
-        students = [s for s in students if self._student_hash.get(s.student_id) != hash(s)]
+        digests = [hash(s) for s in students]
+        changed = [
+            (s, d)
+            for s, d in zip(students, digests, strict=True)
+            if self._student_hash.get(s.student_id) != d
+        ]
+        students = [s for s, _ in changed]
         for student in students:
             self.remove_student(student.student_id)
         cols = self._students
@@ -616,11 +626,11 @@ class MatchingIndex:
         ]
         cols.size = end
         by_skill: dict[int, list[int]] = {}
-        for offset, student in enumerate(students):
+        for offset, (student, digest) in enumerate(changed):
             slot = start + offset
             self._student_ids.append(student.student_id)
             self._student_slot[student.student_id] = slot
-            self._student_hash[student.student_id] = hash(student)
+            self._student_hash[student.student_id] = digest
             for code in student.skills:
                 by_skill.setdefault(self.skills.id(code), []).append(slot)
         for skill, slots in by_skill.items():
