@@ -170,13 +170,27 @@ async def diagnose(platform: Platform) -> str:
     outbox rows and the last distinct warnings and errors of its log."""
     lines = []
     for name, service in platform.services.items():
-        backlog = await platform.rows(
-            name, "SELECT count(*), max(attempts), max(last_error) FROM outbox WHERE published_at IS NULL"
-        )
         alive = service.process is not None and service.process.poll() is None
-        lines.append(f"--- {name} ({'running' if alive else 'not running'}): unpublished outbox {backlog[0]}")
+        state = "running" if alive else "not running"
+        lines.append(f"--- {name} ({state}): unpublished outbox {await _backlog(platform, name)}")
         lines.extend(f"    {line}" for line in _last_problems(service.log.read_text(errors="replace")))
     return "\n".join(lines)
+
+
+async def _backlog(platform: Platform, service: str) -> str:
+    """count, most attempts and last error of the service's unpublished outbox rows, or why they are unknown:
+    a diagnosis must not fail itself (not every service has an outbox, a database may still be away)."""
+    if service not in platform.database_urls:
+        return "(no database)"
+    try:
+        if "outbox" not in await platform.tables(service):
+            return "(no outbox)"
+        rows = await platform.rows(
+            service, "SELECT count(*), max(attempts), max(last_error) FROM outbox WHERE published_at IS NULL"
+        )
+        return str(rows[0])
+    except Exception as error:  # reported, not raised
+        return f"(unreadable: {error!r})"
 
 
 _TIMESTAMP = re.compile(r'"timestamp": "[^"]*",? ?')
