@@ -151,7 +151,13 @@ class Harness:
 
 @asynccontextmanager
 async def running_notifications(
-    db_url: str, kafka: KafkaSettings, sink: SmtpSink, group: str, digest_s: float = 1.0, attempts: int = 3
+    db_url: str,
+    kafka: KafkaSettings,
+    sink: SmtpSink,
+    group: str,
+    digest_s: float = 1.0,
+    attempts: int = 3,
+    sending_claim_s: float = 600.0,
 ) -> AsyncIterator[Harness]:
     port = free_port()
     settings = NotificationsSettings(
@@ -165,6 +171,7 @@ async def running_notifications(
         backoff_initial_s=0.3,
         backoff_max_s=1.0,
         poll_interval_s=0.2,
+        sending_claim_s=sending_claim_s,
         smtp=SmtpSettings(host=sink.host, port=sink.port, timeout_s=3),
         kafka=kafka,
         consumer=ConsumerSettings(max_attempts=2, backoff_initial_s=0.05, auto_offset_reset="latest"),

@@ -6,8 +6,11 @@ import asyncio
 import re
 
 import httpx
+from sqlalchemy.exc import OperationalError
+from techport_notifications import service as service_module
 from techport_notifications.service import retry_failed
 from techport_shared.events import ce_type
+from techport_shared.uow import UnitOfWork
 
 from tests.notifications.conftest import running_notifications, uid
 
@@ -158,6 +161,76 @@ async def test_a_restart_during_a_pending_digest_sends_it_once(db_url, kafka_top
         await after.wait(lambda: after.mails_to(email))
         await asyncio.sleep(2.0)
         assert len(after.mails_to(email)) == 1
+
+
+async def _log(n, recipient_id: str) -> list[dict]:
+    async with n.operator() as client:
+        return (await client.get("/notifications", params={"recipient_id": recipient_id})).json()
+
+
+async def test_the_database_gone_right_after_the_smtp_server_accepted_sends_no_second_email(
+    notifications, monkeypatch
+) -> None:
+    """The commit that records a send fails (PostgreSQL restarting): the mail is not sent again, and the
+    send is recorded once the database answers."""
+    n = notifications
+    loop = asyncio.get_running_loop()
+    outage = {"until": 0.0, "refused": 0}
+    real_send, real_commit = service_module.send, UnitOfWork.commit
+
+    async def send_then_lose_the_database(settings, message) -> None:
+        await real_send(settings, message)
+        outage["until"] = loop.time() + 1.5
+
+    async def commit_unless_away(self) -> None:
+        if loop.time() < outage["until"]:
+            outage["refused"] += 1
+            raise OperationalError("COMMIT", {}, ConnectionResetError("the database went away"))
+        await real_commit(self)
+
+    monkeypatch.setattr(service_module, "send", send_then_lose_the_database)
+    monkeypatch.setattr(UnitOfWork, "commit", commit_unless_away)
+    student = uid("stu")
+    email = await n.student(student)
+    company, [vacancy] = await _company_with_vacancies(n, ["Onderhoudsmonteur windturbines"])
+    await n.match(student, vacancy, company)
+    await n.notices(lambda e: e.type == SENT and e.data["recipient_id"] == student, timeout_s=30)
+    await asyncio.sleep(1.5)  # polls after the record: a pending send would have gone out again by now
+    assert outage["refused"] >= 1  # the outage did hit the record of the send
+    assert len(n.mails_to(email)) == 1
+    [entry] = await _log(n, student)
+    assert entry["status"] == "sent"
+
+
+async def test_a_send_whose_sender_stopped_mid_send_goes_out_when_its_claim_lapses(
+    db_url, kafka_topics, smtp_sink, monkeypatch
+) -> None:
+    group = uid("notifications-claim")
+    never = asyncio.Event()
+
+    async def hang(settings, message) -> None:
+        await never.wait()
+
+    monkeypatch.setattr(service_module, "send", hang)
+    student = uid("stu")
+    async with running_notifications(db_url, kafka_topics, smtp_sink, group, sending_claim_s=2.0) as before:
+        email = await before.student(student)
+        company, [vacancy] = await _company_with_vacancies(before, ["Procesoperator"])
+        await before.match(student, vacancy, company)
+        # The digest is claimed and its send hangs; then the process stops.
+        await before.wait(lambda: _claimed(before, student))
+    monkeypatch.undo()
+    async with running_notifications(db_url, kafka_topics, smtp_sink, group) as after:
+        [mail] = await after.wait(lambda: after.mails_to(email))
+        assert "Procesoperator" in _text(mail)
+        await asyncio.sleep(1.0)
+        assert len(after.mails_to(email)) == 1
+        [entry] = await _log(after, student)
+        assert entry["status"] == "sent" and entry["message_id"] == mail["Message-ID"]
+
+
+async def _claimed(n, student: str) -> list[dict]:
+    return [entry for entry in await _log(n, student) if entry["status"] == "sending"]
 
 
 async def test_a_formed_partnership_emails_both_sides(notifications) -> None:

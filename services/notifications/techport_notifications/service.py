@@ -2,9 +2,11 @@
 database, and send each digest once over SMTP, with retries, suppression and erasure.
 
 One email per (recipient, match): an item is recorded once per recipient and subject (match or partnership),
-and a digest is a row with a due time, so a restart neither loses nor repeats it. The window that remains:
-if the process dies after the SMTP server accepted a message and before the commit that marks it sent, the
-notification is still pending and is sent again after the restart, with the same Message-ID.
+and a digest is a row with a due time, so a restart neither loses nor repeats it. A send is claimed in the
+database before the message leaves; when the database is unreachable after the SMTP server has accepted it,
+the process remembers that and records it sent when the database is back, so it is not sent again. The
+window that remains: if the process dies between the server's acceptance and that record, the claim lapses
+and the message is sent again, with the same Message-ID.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from techport_notifications.mailer import Unsubscribes, build_message, render, s
 from techport_notifications.metrics import DIGEST_SIZE, NOTIFICATIONS, SEND_RETRIES, SEND_SECONDS
 from techport_notifications.settings import NotificationsSettings
 from techport_notifications.store import (
+    SENDABLE,
     ErasedRow,
     NotificationItemRow,
     NotificationRow,
@@ -64,6 +67,8 @@ class Notifications:
         self.lock = lock or asyncio.Lock()
         self.unsubscribes = Unsubscribes(settings.unsubscribe_secret.get_secret_value(), settings.public_url)
         self._stopping = False
+        # Accepted by the SMTP server but not yet recorded as sent (the database was unreachable).
+        self._accepted: set[str] = set()
 
     # --- what we need to know of people and vacancies -----------------------------------------------------
     async def _upsert_recipient(
@@ -234,6 +239,9 @@ class Notifications:
     async def send_due(self, unit_of_work: Any) -> int:
         # Across replicas (PostgreSQL) the database's row locks keep a digest from being sent twice or growing
         # while it is sent; within one process the lock does (SQLite has no row locks).
+        for notification_id in sorted(self._accepted):
+            async with self.lock, unit_of_work() as uow:
+                await self._record_accepted(uow, notification_id)
         async with self.lock, unit_of_work() as uow:
             due = await NotificationsRepository(uow.session).due()
         for notification_id in due:
@@ -245,8 +253,10 @@ class Notifications:
     async def _deliver(self, uow: UnitOfWork, notification_id: str) -> None:
         repo = NotificationsRepository(uow.session)
         notification = await repo.claim_for_sending(notification_id)
-        if notification is None or notification.status != "pending" or aware(notification.due_at) > now():
+        if notification is None or notification.status not in SENDABLE or aware(notification.due_at) > now():
             return
+        if notification.status == "sending":
+            log.warning("a claimed send lapsed; sending again", notification_id=notification_id)
         items = [item for item in await repo.items(notification_id) if not item.details.get("erased")]
         recipient: RecipientRow | None = await repo.get(RecipientRow, notification.recipient_id)
         if not items or await repo.get(ErasedRow, notification.recipient_id) is not None:
@@ -279,10 +289,17 @@ class Notifications:
             ),
             self.unsubscribes.url(recipient.recipient_id),
         )
+        # Claim the send before the message leaves: other replicas leave a claimed send alone until the claim
+        # lapses, so one accepted while the database is unreachable is not sent twice.
+        notification.status = "sending"
+        notification.due_at = now() + timedelta(seconds=self.settings.sending_claim_s)
+        repo.add(notification)
+        await uow.commit()
         started = time.perf_counter()
         try:
             await send(self.settings.smtp, message)
         except Exception as exc:
+            notification.status = "pending"
             notification.attempts += 1
             notification.last_error = f"{type(exc).__name__}: {exc}"[:2000]
             if notification.attempts >= self.settings.send_attempts:
@@ -298,9 +315,23 @@ class Notifications:
             await uow.commit()
             log.warning("email not accepted; will retry", notification_id=notification_id, retry_in_s=backoff)
             return
+        self._accepted.add(notification_id)
         SEND_SECONDS.observe(time.perf_counter() - started)
         DIGEST_SIZE.observe(len(items))
         await self._finish(uow, notification, items, "sent")
+        self._accepted.discard(notification_id)
+
+    async def _record_accepted(self, uow: UnitOfWork, notification_id: str) -> None:
+        """Record as sent what the SMTP server accepted while the database was unreachable."""
+        repo = NotificationsRepository(uow.session)
+        notification = await repo.claim_for_sending(notification_id)
+        if notification is None:
+            if await repo.get(NotificationRow, notification_id) is not None:
+                return  # another replica holds it (its claim lapsed): look again at the next poll
+        elif notification.status == "sending":
+            items = [item for item in await repo.items(notification_id) if not item.details.get("erased")]
+            await self._finish(uow, notification, items, "sent")
+        self._accepted.discard(notification_id)
 
     async def _describe(
         self, repo: NotificationsRepository, template: str, items: list[NotificationItemRow], language: str

@@ -39,4 +39,6 @@ class NotificationsSettings(ServiceSettings):
     backoff_initial_s: float = Field(2.0, gt=0)
     backoff_max_s: float = Field(300.0, gt=0)
     poll_interval_s: float = Field(1.0, gt=0)
+    # How long a claimed send is left to its sender; only after that may another replica send it again.
+    sending_claim_s: float = Field(600.0, gt=0)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

@@ -65,8 +65,8 @@ class NotificationRow(NotificationsTable, table=True):
     notification_id: str = Field(primary_key=True, max_length=64)
     recipient_id: str = Field(max_length=80, index=True)
     template: str = Field(max_length=40)
-    status: str = Field(max_length=12, index=True)  # pending, sent, suppressed, failed
-    due_at: datetime = utc_field()
+    status: str = Field(max_length=12, index=True)  # pending, sending, sent, suppressed, failed
+    due_at: datetime = utc_field()  # when pending: when to send; when sending: when the claim lapses
     attempts: int = 0
     last_error: str | None = None
     message_id: str = Field(max_length=200)
@@ -90,6 +90,10 @@ class NotificationItemRow(NotificationsTable, table=True):
 
 metadata = NotificationsTable.metadata
 tables = messaging_tables(metadata)
+
+
+# "sending" is claimed: an SMTP server may have accepted it, so only a lapsed claim is sent again.
+SENDABLE = ("pending", "sending")
 
 
 def now() -> datetime:
@@ -152,9 +156,10 @@ class NotificationsRepository:
         return list(rows)
 
     async def due(self, limit: int = 50) -> list[str]:
+        """Pending notifications whose time has come, and sends whose claim lapsed (the sender died)."""
         rows = await self.session.scalars(
             select(col(NotificationRow.notification_id))
-            .where(col(NotificationRow.status) == "pending", col(NotificationRow.due_at) <= now())
+            .where(col(NotificationRow.status).in_(SENDABLE), col(NotificationRow.due_at) <= now())
             .order_by(col(NotificationRow.due_at))
             .limit(limit)
         )
