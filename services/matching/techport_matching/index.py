@@ -35,6 +35,7 @@ UNKNOWN_LEVEL = 1 << 15  # a student's level we do not know: only a vacancy open
 ANY_LEVEL = 0xFFFF
 KIND_SHIFT = {kind: 16 * i for i, kind in enumerate(KINDS)}
 _FLOAT = np.float64
+BYTE_COUNTS = 254  # counts of up to this many skills are kept in bytes, below the byte's 255 ("unreachable")
 Floats = npt.NDArray[np.float64]
 
 
@@ -147,11 +148,14 @@ class Postings:
         return mask, rare
 
     def counts(self, skills: list[int], n: int) -> npt.NDArray[np.integer[Any]]:
-        """How many of `skills` each slot 0..n-1 has."""
+        """How many of `skills` each slot 0..n-1 has: in bytes when they fit (popcount's own type), as sums
+        and comparisons of bytes take a third of the time of 64-bit ones."""
         mask, rare = self._split(skills)
         found: npt.NDArray[np.integer[Any]] | None = None
         if rare:
             found = np.bincount(rare[0] if len(rare) == 1 else np.concatenate(rare), minlength=n)[:n]
+            if len(skills) <= BYTE_COUNTS:
+                found = found.astype(np.uint8)
         if mask:
             self.room_for(n)
             common = np.bitwise_count(self._bits[:n] & np.uint64(mask))
@@ -463,11 +467,13 @@ def _top(
     want = k + len(skip)
     if len(slots) == 0 or k <= 0:
         return []
-    bar = min_score
+    keep = scores >= min_score
     if want < len(slots):
-        # Ties at the bar stay in, so the id order decides among them as the reference does.
-        bar = max(bar, np.partition(scores, len(scores) - want)[len(scores) - want])
-    keep = scores >= bar
+        # A partial sort of only those at min_score or above (many are out of reach, -inf): it costs per
+        # element. Ties at the bar stay in, so the id order decides among them as the reference does.
+        reaching = scores[keep]
+        if want < len(reaching):
+            keep = scores >= np.partition(reaching, len(reaching) - want)[len(reaching) - want]
     # (-score, id) tuples sort in C: best first, equal scores by id.
     ranked = sorted(zip((-scores[keep]).tolist(), map(ids.__getitem__, slots[keep].tolist()), strict=True))
     if skip:
@@ -492,12 +498,13 @@ def _contenders(
     if len(slots) <= 32 * want:
         return slots, coverage, half_reach  # too few to gain from a cut
     lowest = _scores(coverage, 0.0, half_reach, len(slots))
-    highest = _scores(coverage, 0.5, half_reach, len(slots))
     # The want-th best of a sample is no better than that of all: a bar that lets through all who can make it,
     # and a partial sort of a sample costs little.
     sample = lowest[:: max(1, len(lowest) // (16 * want))]
     bar = max(min_score, np.partition(sample, len(sample) - want)[len(sample) - want])
-    keep = np.flatnonzero(highest >= bar)
+    # The highest is at most EPSILON * 0.5 above the lowest, give or take roundings far below the margin's
+    # 1e-12: who is below the bar by more cannot reach it (no second pass for the highest).
+    keep = np.flatnonzero(lowest >= bar - (0.5 * EPSILON + 1e-12))
     return slots[keep], *(part[keep] if np.ndim(part) else part for part in (coverage, half_reach))
 
 
@@ -509,9 +516,19 @@ def _weighed_fractions(whole: int, weight: float) -> Floats:
     return table
 
 
-def _fraction(part: Any, whole: npt.NDArray[np.int32], if_none: float) -> Floats:
-    """part / whole, `if_none` where whole is 0."""
-    return np.divide(part, whole, out=np.full(len(whole), if_none), where=whole > 0)
+def _triangle(whole: int) -> int:
+    """Where the fractions of `whole` start in a `_fractions_by_whole` table."""
+    return whole * (whole + 1) // 2
+
+
+@functools.lru_cache(maxsize=64)
+def _fractions_by_whole(most: int, weight: float, if_none: float) -> Floats:
+    """weight * (part / whole) at _triangle(whole) + part, for every whole 0..most and part 0..whole (weight *
+    if_none for a whole of 0): each slot's fraction is one gather, at the slot's own start plus its count."""
+    wholes = (_weighed_fractions(whole, weight) for whole in range(1, most + 1))
+    table: Floats = np.concatenate([np.array([weight * if_none]), *wholes])
+    table.flags.writeable = False
+    return table
 
 
 def _least_matched(n_required: int, min_score: float) -> int | None:
@@ -549,7 +566,9 @@ class MatchingIndex:
         self._vacancies = _Columns(
             {
                 "n_required": (np.int32, 0),
-                "n_preferred": (np.int32, 0),
+                # Where the slot's coverage and preferred fractions start in the `_fractions_by_whole` tables.
+                "required_at": (np.int32, 0),
+                "preferred_at": (np.int32, 0),
                 "place": (np.int32, Places.UNKNOWN),
             }
         )
@@ -561,8 +580,9 @@ class MatchingIndex:
         self.profiles: dict[str, VacancyProfile] = {}
         self._reach_by_place = _Rows()  # half_proximity to every place, by (lat, lon, max_km) of a student
         self._least_matched_tables: dict[float, npt.NDArray[np.int64]] = {}
-        self._least_matched_slots: dict[float, npt.NDArray[np.int64]] = {}
+        self._least_matched_slots: dict[float, npt.NDArray[np.integer[Any]]] = {}
         self._most_required = MAX_REQUIRED
+        self._most_preferred = 0
 
     # --- writes -------------------------------------------------------------------------------------------
     def upsert_student(self, student: StudentProfile) -> None:
@@ -586,8 +606,10 @@ class MatchingIndex:
         slot = cols.append()
         self._vacancy_gates.set(slot, vacancy_gate(vacancy))
         cols["n_required"][slot] = len(vacancy.required)
+        cols["required_at"][slot] = _triangle(len(vacancy.required))
+        cols["preferred_at"][slot] = _triangle(len(vacancy.preferred))
         self._most_required = max(self._most_required, len(vacancy.required))
-        cols["n_preferred"][slot] = len(vacancy.preferred)
+        self._most_preferred = max(self._most_preferred, len(vacancy.preferred))
         cols["place"][slot] = self.places.id(vacancy.lat, vacancy.lon)
         self._vacancy_ids.append(vacancy.vacancy_id)
         self._vacancy_slot[vacancy.vacancy_id] = slot
@@ -733,15 +755,17 @@ class MatchingIndex:
         slots = np.flatnonzero(candidate)
         if len(slots) == 0:
             return []
-        matched, n_required = matched[slots], cols["n_required"][slots]
         half_reach: Any = 0.0
         if student.lat is not None and student.lon is not None:
             half_reach = self._half_proximity_to_places(student)[cols["place"][slots]]
-        coverage = (1.0 - EPSILON) * _fraction(matched, n_required, 1.0)
+        coverages = _fractions_by_whole(self._most_required, 1.0 - EPSILON, 1.0)
+        coverage = coverages[cols["required_at"][slots] + matched[slots]]
         skip = skip or set()
         slots, coverage, half_reach = _contenders(slots, coverage, half_reach, min_score, k + len(skip))
-        preferred = _fraction(self._preferred.count_at(skills, slots, n), cols["n_preferred"][slots], 0.0)
-        scores = _scores(coverage, 0.5 * preferred, half_reach, len(slots))
+        counted = self._preferred.count_at(skills, slots, n)
+        preferred = _fractions_by_whole(self._most_preferred, 0.5, 0.0)
+        half_preferred = preferred[cols["preferred_at"][slots] + counted]
+        scores = _scores(coverage, half_preferred, half_reach, len(slots))
         return _top(self._vacancy_ids, slots, scores, min_score, k, skip)
 
     def _half_proximity_to_places(self, student: StudentProfile) -> Floats:
@@ -754,12 +778,16 @@ class MatchingIndex:
 
         return self._reach_by_place.get((lat, lon, max_km), len(self.places), compute)
 
-    def _least_matched_by_slot(self, min_score: float, n: int) -> npt.NDArray[np.int64]:
-        """`_least_matched` of every vacancy slot 0..n-1 (kept: a slot's required skills never change)."""
+    def _least_matched_by_slot(self, min_score: float, n: int) -> npt.NDArray[np.integer[Any]]:
+        """`_least_matched` of every vacancy slot 0..n-1 (kept: a slot's required skills never change): in
+        bytes, as the counts compared with it, while every vacancy's fits (255 where no number can reach)."""
         known = self._least_matched_slots.get(min_score)
         if known is None or len(known) < n:
             start = 0 if known is None else len(known)
-            more = self._least_matched_table(min_score)[self._vacancies["n_required"][start:n]]
+            table = self._least_matched_table(min_score)
+            if len(table) <= BYTE_COUNTS:
+                table = np.minimum(table, 255).astype(np.uint8)
+            more = table[self._vacancies["n_required"][start:n]]
             known = more if known is None else np.concatenate([known, more])
             self._least_matched_slots[min_score] = known
         return known[:n]
