@@ -237,8 +237,9 @@ class Notifications:
         self._stopping = True
 
     async def send_due(self, unit_of_work: Any) -> int:
-        # Across replicas (PostgreSQL) the database's row locks keep a digest from being sent twice or growing
-        # while it is sent; within one process the lock does (SQLite has no row locks).
+        # Across replicas (PostgreSQL) a digest is claimed under its row lock and marked sending before it
+        # leaves, so it is neither sent twice nor grows while it is sent; within one process the lock also
+        # keeps consumers waiting (SQLite has no row locks).
         for notification_id in sorted(self._accepted):
             async with self.lock, unit_of_work() as uow:
                 await self._record_accepted(uow, notification_id)

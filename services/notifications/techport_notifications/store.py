@@ -117,8 +117,8 @@ class NotificationsRepository:
     async def open_digest(self, recipient_id: str, template: str) -> NotificationRow | None:
         """The pending notification still collecting items for this recipient, if any.
 
-        Locked (PostgreSQL): while another replica sends this digest we wait, and then see it sent and start
-        a new one, so no item joins a digest already on its way."""
+        Locked (PostgreSQL): while another replica claims this digest we wait, and then see it sending and
+        start a new one, so no item joins a digest already on its way."""
         return await self.session.scalar(
             select(NotificationRow)
             .where(
