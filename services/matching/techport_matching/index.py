@@ -22,6 +22,7 @@ import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -630,12 +631,9 @@ class MatchingIndex:
         """Add or replace students: in bulk at start-up, reindex and in benchmarks, one at a time from events.
         A student whose profile is unchanged keeps their slot."""
         digests = [hash(s) for s in students]
-        changed = [
-            (s, d)
-            for s, d in zip(students, digests, strict=True)
-            if self._student_hash.get(s.student_id) != d
-        ]
-        students = [s for s, _ in changed]
+        # Filtered by a list of flags, not into (student, digest) pairs: a million pairs would cost 64 MB.
+        fresh = [self._student_hash.get(s.student_id) != d for s, d in zip(students, digests, strict=True)]
+        students, digests = list(compress(students, fresh)), list(compress(digests, fresh))
         for student in students:
             self.remove_student(student.student_id)
         cols = self._students
@@ -648,7 +646,7 @@ class MatchingIndex:
         ]
         cols.size = end
         by_skill: dict[int, list[int]] = {}
-        for offset, (student, digest) in enumerate(changed):
+        for offset, (student, digest) in enumerate(zip(students, digests, strict=True)):
             slot = start + offset
             self._student_ids.append(student.student_id)
             self._student_slot[student.student_id] = slot
