@@ -34,6 +34,11 @@ async def _company_with_vacancies(n, titles):
     return company, vacancies
 
 
+async def _log(n, recipient_id: str) -> list[dict]:
+    async with n.operator() as client:
+        return (await client.get("/notifications", params={"recipient_id": recipient_id})).json()
+
+
 async def test_three_matches_in_the_window_are_one_dutch_email_with_a_working_unsubscribe_link(
     notifications,
 ) -> None:
@@ -109,8 +114,7 @@ async def test_smtp_refusing_for_a_while_gives_retries_then_one_delivery(notific
     n.sink.handler.refusing = False
     await n.wait(lambda: n.mails_to(email))
     await n.notices(lambda e: e.type == SENT and e.data["recipient_id"] == student, settle_s=1.0)
-    async with n.operator() as client:
-        [log] = (await client.get("/notifications", params={"recipient_id": student})).json()
+    [log] = await _log(n, student)
     assert log["status"] == "sent" and log["attempts"] >= 1 and "451" in (log["last_error"] or "")
     assert len(n.mails_to(email)) == 1
 
@@ -161,11 +165,6 @@ async def test_a_restart_during_a_pending_digest_sends_it_once(db_url, kafka_top
         await after.wait(lambda: after.mails_to(email))
         await asyncio.sleep(2.0)
         assert len(after.mails_to(email)) == 1
-
-
-async def _log(n, recipient_id: str) -> list[dict]:
-    async with n.operator() as client:
-        return (await client.get("/notifications", params={"recipient_id": recipient_id})).json()
 
 
 async def test_the_database_gone_right_after_the_smtp_server_accepted_sends_no_second_email(

@@ -258,7 +258,7 @@ class Notifications:
             return
         if notification.status == "sending":
             log.warning("a claimed send lapsed; sending again", notification_id=notification_id)
-        items = [item for item in await repo.items(notification_id) if not item.details.get("erased")]
+        items = await repo.items(notification_id)
         recipient: RecipientRow | None = await repo.get(RecipientRow, notification.recipient_id)
         if not items or await repo.get(ErasedRow, notification.recipient_id) is not None:
             await uow.session.delete(notification)
@@ -330,7 +330,7 @@ class Notifications:
             if await repo.get(NotificationRow, notification_id) is not None:
                 return  # another replica holds it (its claim lapsed): look again at the next poll
         elif notification.status == "sending":
-            items = [item for item in await repo.items(notification_id) if not item.details.get("erased")]
+            items = await repo.items(notification_id)
             await self._finish(uow, notification, items, "sent")
         self._accepted.discard(notification_id)
 

@@ -148,12 +148,13 @@ class NotificationsRepository:
         return found is not None
 
     async def items(self, notification_id: str) -> list[NotificationItemRow]:
+        """What the notification still reports on: items about an erased student are left out."""
         rows = await self.session.scalars(
             select(NotificationItemRow)
             .where(col(NotificationItemRow.notification_id) == notification_id)
             .order_by(col(NotificationItemRow.id))
         )
-        return list(rows)
+        return [item for item in rows if not item.details.get("erased")]
 
     async def due(self, limit: int = 50) -> list[str]:
         """Pending notifications whose time has come, and sends whose claim lapsed (the sender died)."""
