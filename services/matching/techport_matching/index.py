@@ -60,9 +60,12 @@ def student_gate(student: StudentProfile) -> int:
 
 
 def vacancy_gate(vacancy: VacancyProfile) -> int:
-    if not vacancy.open:
-        return 0
-    return gate(frozenset((vacancy.kind,)), _level_bits(vacancy.levels))
+    return _vacancy_word(vacancy.kind, vacancy.levels) if vacancy.open else 0
+
+
+@functools.lru_cache(maxsize=1024)
+def _vacancy_word(kind: str, levels: frozenset[str]) -> int:
+    return gate(frozenset((kind,)), _level_bits(levels))
 
 
 def _grown(array: npt.NDArray[Any], capacity: int) -> npt.NDArray[Any]:
@@ -93,87 +96,104 @@ class SkillIds:
 
 
 class Postings:
-    """Which slots have which skill: one growable int32 array of slots per skill id (in slot order, as slots
-    only grow). The most common skills are also bits of one uint64 per slot: counting them for the candidates
-    is a gather, an AND and a popcount, not a search of postings nearly as long as the index."""
+    """Which slots have which skill. A skill that `common_after` slots have becomes common (while there is
+    room for `most_common`) and is then kept per slot by the subclass: a bit of a word per slot, or a byte row
+    per skill. The others are a growable array of slots per skill (a posting, in slot order, as slots only
+    grow). Counting a common skill is elementwise, not a search or scatter of a posting nearly as long as the
+    index."""
 
-    BITS = 64
-
-    def __init__(self, common_after: int = 512) -> None:
-        self._arrays: list[npt.NDArray[np.int32]] = []
+    def __init__(self, common_after: int, most_common: int) -> None:
+        self._arrays: list[npt.NDArray[np.intp]] = []  # intp: what fancy indexing takes without a cast
         self._sizes: list[int] = []
-        self._common_after = common_after  # a skill that this many slots have gets a bit, while bits last
-        self._bit: dict[int, int] = {}
-        self._bits: npt.NDArray[np.uint64] = np.zeros(1024, dtype=np.uint64)
-
-    def _posting(self, skill: int) -> None:
-        while skill >= len(self._arrays):
-            self._arrays.append(np.empty(4, dtype=np.int32))
-            self._sizes.append(0)
+        self._common_after = common_after
+        self._most_common = most_common
+        self._common: dict[int, int] = {}  # skill id -> its bit or row
 
     def room_for(self, slots: int) -> None:
-        """Bits for slots 0..slots-1 (a slot without skills has a zero word)."""
-        if slots > len(self._bits):
-            self._bits = _grown(self._bits, max(slots, 2 * len(self._bits)))
+        """Room for slots 0..slots-1 in the common skills (a slot without any has zeros)."""
+
+    def _make_common(self, common: int) -> None:
+        """Room for the `common`-th common skill (numbered from 0)."""
+
+    def _mark(self, common: int, slots: npt.NDArray[np.intp]) -> None:
+        """Record that `slots` have the `common`-th common skill."""
+        raise NotImplementedError
+
+    def _common_counts(self, commons: list[int], n: int) -> tuple[npt.NDArray[np.uint8], bool] | None:
+        """How many of `commons` each slot 0..n-1 has, and whether the array is the caller's to change (not a
+        view of the index); None without commons."""
+        raise NotImplementedError
+
+    def _common_count_at(self, commons: list[int], slots: npt.NDArray[np.intp]) -> npt.NDArray[np.uint8]:
+        raise NotImplementedError
 
     def add(self, skill: int, slot: int) -> None:
-        self.add_many(skill, np.array([slot], dtype=np.int32))
+        self.add_many(skill, np.array([slot], dtype=np.intp))
 
-    def add_many(self, skill: int, slots: npt.NDArray[np.int32]) -> None:
+    def add_many(self, skill: int, slots: npt.NDArray[np.intp]) -> None:
         """Record that `slots` (ascending, above every slot recorded so far) have `skill`."""
-        self._posting(skill)
+        if len(slots) == 0:
+            return
+        self.room_for(int(slots[-1]) + 1)
+        common = self._common.get(skill)
+        if common is not None:
+            self._mark(common, slots)
+            return
+        while skill >= len(self._arrays):
+            self._arrays.append(np.empty(4, dtype=np.intp))
+            self._sizes.append(0)
         size = self._sizes[skill]
         needed = size + len(slots)
         if needed > len(self._arrays[skill]):
             self._arrays[skill] = np.resize(self._arrays[skill], max(needed, 2 * len(self._arrays[skill])))
         self._arrays[skill][size:needed] = slots
         self._sizes[skill] = needed
-        if len(slots):
-            self.room_for(int(slots[-1]) + 1)
-        bit = self._bit.get(skill)
-        if bit is not None:
-            self._bits[slots] |= np.uint64(1 << bit)
-        elif needed >= self._common_after and len(self._bit) < self.BITS:
-            bit = self._bit[skill] = len(self._bit)
-            self._bits[self._arrays[skill][:needed]] |= np.uint64(1 << bit)
+        if needed >= self._common_after and len(self._common) < self._most_common:
+            common = self._common[skill] = len(self._common)
+            self._make_common(common)
+            self._mark(common, self._arrays[skill][:needed])
+            self._arrays[skill], self._sizes[skill] = np.empty(0, dtype=np.intp), 0  # kept per slot now
 
-    def _split(self, skills: list[int]) -> tuple[int, list[npt.NDArray[np.int32]]]:
-        """The bit mask of the common ones among `skills`, and the postings of the others."""
-        mask, rare = 0, []
+    def _split(self, skills: list[int]) -> tuple[list[int], list[npt.NDArray[np.intp]]]:
+        """The common ones among `skills`, and the postings of the others."""
+        commons, rare = [], []
         for skill in skills:
-            bit = self._bit.get(skill)
-            if bit is not None:
-                mask |= 1 << bit
+            common = self._common.get(skill)
+            if common is not None:
+                commons.append(common)
             elif skill < len(self._arrays) and self._sizes[skill]:
                 rare.append(self._arrays[skill][: self._sizes[skill]])
-        return mask, rare
+        return commons, rare
 
     def counts(self, skills: list[int], n: int) -> npt.NDArray[np.integer[Any]]:
-        """How many of `skills` each slot 0..n-1 has: in bytes when they fit (popcount's own type), as sums
-        and comparisons of bytes take a third of the time of 64-bit ones."""
-        mask, rare = self._split(skills)
-        found: npt.NDArray[np.integer[Any]] | None = None
-        if rare:
-            found = np.bincount(rare[0] if len(rare) == 1 else np.concatenate(rare), minlength=n)[:n]
-            if len(skills) <= BYTE_COUNTS:
-                found = found.astype(np.uint8)
-        if mask:
-            self.room_for(n)
-            common = np.bitwise_count(self._bits[:n] & np.uint64(mask))
-            return common if found is None else found + common
-        return np.zeros(n, dtype=np.uint8) if found is None else found
+        """How many of `skills` each slot 0..n-1 has: in bytes when they fit (sums and comparisons of bytes
+        take a third of the time of 64-bit ones)."""
+        commons, rare = self._split(skills)
+        common = self._common_counts(commons, n) if commons else None
+        if not rare:
+            return np.zeros(n, dtype=np.uint8) if common is None else common[0]
+        if len(rare) <= 2 and len(skills) <= BYTE_COUNTS:
+            # A posting or two: each adds one in place at its slots (a skill is in a posting once per slot).
+            found = np.zeros(n, dtype=np.uint8) if common is None else common[0]
+            if common is not None and not common[1]:
+                found = found.copy()
+            for postings in rare:
+                found[postings] += np.uint8(1)
+            return found
+        # More: one count of all of them together.
+        counted: npt.NDArray[np.integer[Any]] = np.bincount(np.concatenate(rare), minlength=n)[:n]
+        if len(skills) <= BYTE_COUNTS:
+            counted = counted.astype(np.uint8)
+        return counted if common is None else counted + common[0]
 
     def count_at(
         self, skills: list[int], slots: npt.NDArray[np.intp], n: int
     ) -> npt.NDArray[np.integer[Any]]:
         """How many of `skills` each of `slots` (ascending, all below n) has."""
-        mask, rare = self._split(skills)
-        found: npt.NDArray[np.integer[Any]]
-        if mask:
-            self.room_for(n)
-            found = np.bitwise_count(self._bits[slots] & np.uint64(mask))
-        else:
-            found = np.zeros(len(slots), dtype=np.uint8)
+        commons, rare = self._split(skills)
+        found: npt.NDArray[np.integer[Any]] = (
+            self._common_count_at(commons, slots) if commons else np.zeros(len(slots), dtype=np.uint8)
+        )
         if not rare or len(slots) == 0:
             return found
         held = sum(len(postings) for postings in rare)
@@ -183,10 +203,81 @@ class Postings:
                 at = np.minimum(np.searchsorted(postings, slots), len(postings) - 1)
                 found = found + (postings[at] == slots)
             return found
-        return found + np.bincount(rare[0] if len(rare) == 1 else np.concatenate(rare), minlength=n)[slots]
+        return found + np.bincount(np.concatenate(rare), minlength=n)[slots]
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays) + self._bits.nbytes
+        return sum(a.nbytes for a in self._arrays)
+
+
+class SkillBits(Postings):
+    """Common skills as bits of one uint64 per slot: counting many of them (a student's skills against
+    vacancies) is a gather or a pass, an AND and a popcount, whatever their number."""
+
+    def __init__(self, common_after: int) -> None:
+        super().__init__(common_after, most_common=64)
+        self._bits: npt.NDArray[np.uint64] = np.zeros(1024, dtype=np.uint64)
+
+    def room_for(self, slots: int) -> None:
+        if slots > len(self._bits):
+            self._bits = _grown(self._bits, max(slots, 2 * len(self._bits)))
+
+    def _mark(self, common: int, slots: npt.NDArray[np.intp]) -> None:
+        self._bits[slots] |= np.uint64(1 << common)
+
+    @staticmethod
+    def _mask(commons: list[int]) -> np.uint64:
+        return np.uint64(sum(1 << common for common in commons))
+
+    def _common_counts(self, commons: list[int], n: int) -> tuple[npt.NDArray[np.uint8], bool] | None:
+        self.room_for(n)
+        return np.bitwise_count(self._bits[:n] & self._mask(commons)), True
+
+    def _common_count_at(self, commons: list[int], slots: npt.NDArray[np.intp]) -> npt.NDArray[np.uint8]:
+        return np.bitwise_count(self._bits[slots] & self._mask(commons))
+
+    def nbytes(self) -> int:
+        return super().nbytes() + self._bits.nbytes
+
+
+class SkillRows(Postings):
+    """Common skills as a byte row each (1 where the slot has it): counting a few of them (a vacancy's
+    required skills against students) is a sum of that many rows, a third of the time of a popcount of 64-bit
+    words."""
+
+    def __init__(self, common_after: int, most_common: int = 128) -> None:
+        super().__init__(common_after, most_common)
+        self._rows: list[npt.NDArray[np.uint8]] = []
+        self._capacity = 1024
+
+    def room_for(self, slots: int) -> None:
+        if slots > self._capacity:
+            self._capacity = max(slots, 2 * self._capacity)
+            self._rows = [_grown(row, self._capacity) for row in self._rows]
+
+    def _make_common(self, common: int) -> None:
+        self._rows.append(np.zeros(self._capacity, dtype=np.uint8))
+
+    def _mark(self, common: int, slots: npt.NDArray[np.intp]) -> None:
+        self._rows[common][slots] = 1
+
+    def _common_counts(self, commons: list[int], n: int) -> tuple[npt.NDArray[np.uint8], bool] | None:
+        self.room_for(n)
+        first, *others = (self._rows[common][:n] for common in commons)
+        if not others:
+            return first, False
+        found = first + others[0]
+        for row in others[1:]:
+            found += row
+        return found, True
+
+    def _common_count_at(self, commons: list[int], slots: npt.NDArray[np.intp]) -> npt.NDArray[np.uint8]:
+        first, *others = (self._rows[common][slots] for common in commons)
+        for row in others:
+            first += row
+        return first
+
+    def nbytes(self) -> int:
+        return super().nbytes() + sum(row.nbytes for row in self._rows)
 
 
 class _Columns:
@@ -224,6 +315,30 @@ class _Columns:
         return sum(array.nbytes for array in self._arrays.values())
 
 
+class _Ids:
+    """The id of each slot, in an array of fixed-width strings (as wide as the longest id): the top k orders
+    equal scores by it in numpy, and makes the strings it returns from it, not from objects all over the heap.
+    Ids hold no NUL (the array pads with it)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.keys: npt.NDArray[np.str_] = np.zeros(1024, dtype="U8")
+
+    def extend(self, names: list[str]) -> None:
+        start, stop = self.size, self.size + len(names)
+        added = np.array(names, dtype=np.str_)
+        width = max(self.keys.itemsize, added.itemsize) // 4  # UCS-4
+        if stop > len(self.keys) or width * 4 > self.keys.itemsize:
+            keys = np.zeros(max(stop, 2 * len(self.keys)), dtype=f"U{width}")
+            keys[:start] = self.keys[:start]
+            self.keys = keys
+        self.keys[start:stop] = added
+        self.size = stop
+
+    def nbytes(self) -> int:
+        return self.keys.nbytes
+
+
 class _Rows:
     """Arrays over ids that only grow (places, zones), one per key, for the most recently used keys within a
     memory budget: a row made before new ids appeared is extended by just the new ones."""
@@ -239,10 +354,17 @@ class _Rows:
     def has_room(self, nbytes: int) -> bool:
         return self._bytes + nbytes <= self._budget
 
-    def get(self, key: Any, size: int, compute: Callable[[int, int], Floats]) -> Floats:
+    def kept(self, key: Any, size: int) -> Floats | None:
+        """The row for `key` if it is kept and covers ids 0..size-1."""
         row = self._rows.get(key)
         if row is not None and len(row) >= size:
             self._rows.move_to_end(key)  # the most recently used last
+            return row
+        return None
+
+    def get(self, key: Any, size: int, compute: Callable[[int, int], Floats]) -> Floats:
+        row = self.kept(key, size)
+        if row is not None:
             return row
         row = self._rows.pop(key, None)
         if row is not None:
@@ -284,12 +406,18 @@ def _keys(word: int) -> list[int]:
 @functools.lru_cache(maxsize=4096)
 def _query_keys(word: int) -> tuple[int, ...]:
     """The Gates masks whose union is the slots sharing a bit with `word`: per kind, its any-level mask when
-    the word takes any level, else a mask per level bit."""
-    return tuple(
-        key
-        for kind, levels in _levels_by_kind(word)
-        for key in ([~kind] if levels == ANY_LEVEL else _level_keys(kind, levels))
-    )
+    the word takes any level, else a mask per level bit (lowest first)."""
+    keys = []
+    for kind in range(len(KINDS)):
+        levels = (word >> (16 * kind)) & ANY_LEVEL
+        if levels == ANY_LEVEL:
+            keys.append(~kind)
+            continue
+        while levels:
+            lowest = levels & -levels
+            keys.append(16 * kind + lowest.bit_length() - 1)
+            levels ^= lowest
+    return tuple(keys)
 
 
 class Gates:
@@ -419,7 +547,7 @@ class Zones:
         self._places = places
         self._ids: dict[tuple[int, float], int] = {}
         self._columns = _Columns(
-            {"place": (np.int32, Places.UNKNOWN), "max_km": (_FLOAT, np.nan)}, capacity=256
+            {"place": (np.intp, Places.UNKNOWN), "max_km": (_FLOAT, np.nan)}, capacity=256
         )
         self._rows = _Rows()
 
@@ -430,13 +558,16 @@ class Zones:
             self._columns["place"][found], self._columns["max_km"][found] = place, max_km
         return found
 
-    def half_proximity(self, lat: float, lon: float, zones: npt.NDArray[np.int32]) -> Floats:
+    def half_proximity(self, lat: float, lon: float, zones: npt.NDArray[np.intp]) -> Floats:
         """`half_proximity` from (lat, lon) for `zones`: through a row over every zone, kept for the site,
         unless the site has none yet and the zones asked for are far fewer than all."""
         size = self._columns.size
-        if (lat, lon) not in self._rows and 4 * len(zones) < size:
-            return self._half_proximity(lat, lon, zones)
-        return self._row(lat, lon)[zones]
+        row = self._rows.kept((lat, lon), size)
+        if row is None:
+            if (lat, lon) not in self._rows and 4 * len(zones) < size:
+                return self._half_proximity(lat, lon, zones)
+            row = self._row(lat, lon)
+        return row[zones]
 
     def _row(self, lat: float, lon: float) -> Floats:
         return self._rows.get(
@@ -461,25 +592,27 @@ class Zones:
 
 
 def _top(
-    ids: list[str], slots: npt.NDArray[np.intp], scores: Floats, min_score: float, k: int, skip: set[str]
+    ids: _Ids, slots: npt.NDArray[np.intp], scores: Floats, min_score: float, k: int, skip: set[str]
 ) -> list[tuple[str, float]]:
     """At min_score or above, best first, ties by id, without `skip`: a partial sort for the bar the best
-    k + len(skip) reach, then an exact order of the few that reach it."""
+    k + len(skip) reach, then an exact order of the few that reach it, all in numpy up to the k returned."""
     want = k + len(skip)
     if len(slots) == 0 or k <= 0:
         return []
-    keep = scores >= min_score
+    bar = min_score
     if want < len(slots):
-        # A partial sort of only those at min_score or above (many are out of reach, -inf): it costs per
-        # element. Ties at the bar stay in, so the id order decides among them as the reference does.
-        reaching = scores[keep]
-        if want < len(reaching):
-            keep = scores >= np.partition(reaching, len(reaching) - want)[len(reaching) - want]
-    # (-score, id) tuples sort in C: best first, equal scores by id.
-    ranked = sorted(zip((-scores[keep]).tolist(), map(ids.__getitem__, slots[keep].tolist()), strict=True))
+        # Those out of reach are -inf, below any bar: no need to leave them out first. Ties at the bar stay
+        # in, so the id order decides among them as the reference does.
+        bar = max(bar, np.partition(scores, len(scores) - want)[len(scores) - want])
+    chosen = np.flatnonzero(scores >= bar)
+    chosen_scores = scores[chosen]
+    chosen_slots = slots[chosen]
+    chosen_ids = ids.keys[chosen_slots]
+    order = np.lexsort((chosen_ids, -chosen_scores))[:want]
+    ranked = zip(chosen_ids[order].tolist(), chosen_scores[order].tolist(), strict=True)
     if skip:
-        ranked = [pair for pair in ranked if pair[1] not in skip]
-    return [(i, -negative) for negative, i in ranked[:k]]
+        return [pair for pair in ranked if pair[0] not in skip][:k]
+    return list(ranked)[:k]
 
 
 def _scores(coverage: Any, half_preferred: Any, half_proximity: Any, count: int) -> Floats:
@@ -556,28 +689,28 @@ class MatchingIndex:
         self.places = Places()
         self.zones = Zones(self.places)
         # zone: place and max_distance_km.
-        self._students = _Columns({"zone": (np.int32, 0)})
+        self._students = _Columns({"zone": (np.intp, 0)})
         self._student_gates = Gates()  # student_gate, 0 once the slot is superseded
-        self._student_ids: list[str] = []
+        self._student_ids = _Ids()
         self._student_slot: dict[str, int] = {}
         # What each live entry was built from, so catching up with the database skips what is unchanged.
         self._student_hash: dict[str, int] = {}
         self._vacancy_hash: dict[str, int] = {}
-        self._student_skills = Postings(common_skill_after)
+        self._student_skills = SkillRows(common_skill_after)
         self._vacancies = _Columns(
             {
-                "n_required": (np.int32, 0),
+                "n_required": (np.intp, 0),
                 # Where the slot's coverage and preferred fractions start in the `_fractions_by_whole` tables.
-                "required_at": (np.int32, 0),
-                "preferred_at": (np.int32, 0),
-                "place": (np.int32, Places.UNKNOWN),
+                "required_at": (np.intp, 0),
+                "preferred_at": (np.intp, 0),
+                "place": (np.intp, Places.UNKNOWN),
             }
         )
-        self._vacancy_ids: list[str] = []
+        self._vacancy_ids = _Ids()
         self._vacancy_slot: dict[str, int] = {}
         self._vacancy_gates = Gates()  # vacancy_gate while it takes new students (live and not full), else 0
-        self._required = Postings(common_skill_after)
-        self._preferred = Postings(common_skill_after)
+        self._required = SkillBits(common_skill_after)
+        self._preferred = SkillBits(common_skill_after)
         self.profiles: dict[str, VacancyProfile] = {}
         self._reach_by_place = _Rows()  # half_proximity to every place, by (lat, lon, max_km) of a student
         self._least_matched_tables: dict[float, npt.NDArray[np.int64]] = {}
@@ -612,7 +745,7 @@ class MatchingIndex:
         self._most_required = max(self._most_required, len(vacancy.required))
         self._most_preferred = max(self._most_preferred, len(vacancy.preferred))
         cols["place"][slot] = self.places.id(vacancy.lat, vacancy.lon)
-        self._vacancy_ids.append(vacancy.vacancy_id)
+        self._vacancy_ids.extend([vacancy.vacancy_id])
         self._vacancy_slot[vacancy.vacancy_id] = slot
         self.profiles[vacancy.vacancy_id] = vacancy
         for code in vacancy.required:
@@ -645,16 +778,17 @@ class MatchingIndex:
             self.zones.id(self.places.id(s.lat, s.lon), s.max_distance_km) for s in students
         ]
         cols.size = end
+        self._student_ids.extend([s.student_id for s in students])
         by_skill: dict[int, list[int]] = {}
         for offset, (student, digest) in enumerate(zip(students, digests, strict=True)):
             slot = start + offset
-            self._student_ids.append(student.student_id)
             self._student_slot[student.student_id] = slot
             self._student_hash[student.student_id] = digest
             for code in student.skills:
                 by_skill.setdefault(self.skills.id(code), []).append(slot)
-        for skill, slots in by_skill.items():
-            self._student_skills.add_many(skill, np.asarray(slots, dtype=np.int32))
+        # The most common first: they are the ones kept per slot, while there is room for them.
+        for skill, slots in sorted(by_skill.items(), key=lambda item: -len(item[1])):
+            self._student_skills.add_many(skill, np.asarray(slots, dtype=np.intp))
 
     def stale_fraction(self) -> float:
         """Share of slots that are superseded or removed: the service rebuilds the index when it grows."""
