@@ -29,7 +29,8 @@ def students(draw, n: int) -> list[StudentProfile]:
         location = draw(coordinate)
         result.append(
             StudentProfile(
-                student_id=f"s{i:03d}",
+                # Ids of different lengths: "s10" sorts before "s2", as ties are ordered by id.
+                student_id=f"s{i}",
                 school_id=None,
                 level=draw(st.sampled_from(LEVELS)),
                 seeking=frozenset(draw(st.sets(st.sampled_from(KINDS), min_size=1))),
@@ -56,7 +57,7 @@ def vacancies(draw, n: int) -> list[VacancyProfile]:
         )
         result.append(
             VacancyProfile(
-                vacancy_id=f"v{i:03d}",
+                vacancy_id=f"v{i}",
                 organisation_id="c",
                 kind=draw(st.sampled_from(KINDS)),
                 levels=frozenset(draw(st.sets(st.sampled_from(LEVELS), max_size=3))),

@@ -22,7 +22,7 @@ import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import compress
+from itertools import combinations, compress
 from typing import Any
 
 import numpy as np
@@ -60,12 +60,10 @@ def student_gate(student: StudentProfile) -> int:
 
 
 def vacancy_gate(vacancy: VacancyProfile) -> int:
-    return _vacancy_word(vacancy.kind, vacancy.levels) if vacancy.open else 0
-
-
-@functools.lru_cache(maxsize=1024)
-def _vacancy_word(kind: str, levels: frozenset[str]) -> int:
-    return gate(frozenset((kind,)), _level_bits(levels))
+    if not vacancy.open:
+        return 0
+    word = _VACANCY_WORDS.get((vacancy.kind, vacancy.levels))
+    return gate(frozenset((vacancy.kind,)), _level_bits(vacancy.levels)) if word is None else word
 
 
 def _grown(array: npt.NDArray[Any], capacity: int) -> npt.NDArray[Any]:
@@ -318,10 +316,14 @@ class _Columns:
 class _Ids:
     """The id of each slot, in an array of fixed-width strings (as wide as the longest id): the top k orders
     equal scores by it in numpy, and makes the strings it returns from it, not from objects all over the heap.
-    Ids hold no NUL (the array pads with it)."""
+    Ids hold no NUL (the array pads with it).
+
+    `ordered` slots from the first are in id order (a build adds its records sorted by id): among them, slot
+    order is id order, and equal scores need no comparison of strings."""
 
     def __init__(self) -> None:
         self.size = 0
+        self.ordered = 0
         self.keys: npt.NDArray[np.str_] = np.zeros(1024, dtype="U8")
 
     def extend(self, names: list[str]) -> None:
@@ -334,17 +336,20 @@ class _Ids:
             self.keys = keys
         self.keys[start:stop] = added
         self.size = stop
+        run = self.keys[max(start - 1, 0) : stop]  # the last id before these, if any, and these
+        if self.ordered == start and bool(np.all(run[:-1] < run[1:])):
+            self.ordered = stop
 
     def nbytes(self) -> int:
         return self.keys.nbytes
 
 
 class _Rows:
-    """Arrays over ids that only grow (places, zones), one per key, for the most recently used keys within a
-    memory budget: a row made before new ids appeared is extended by just the new ones."""
+    """Arrays over ids that only grow (places, zones, student slots), one per key, for the most recently used
+    keys within a memory budget: a row made before new ids appeared is extended by just the new ones."""
 
     def __init__(self, budget_bytes: int = 16 << 20) -> None:
-        self._rows: OrderedDict[Any, Floats] = OrderedDict()
+        self._rows: OrderedDict[Any, npt.NDArray[Any]] = OrderedDict()
         self._budget = budget_bytes
         self._bytes = 0
 
@@ -354,7 +359,7 @@ class _Rows:
     def has_room(self, nbytes: int) -> bool:
         return self._bytes + nbytes <= self._budget
 
-    def kept(self, key: Any, size: int) -> Floats | None:
+    def kept(self, key: Any, size: int) -> npt.NDArray[Any] | None:
         """The row for `key` if it is kept and covers ids 0..size-1."""
         row = self._rows.get(key)
         if row is not None and len(row) >= size:
@@ -362,7 +367,7 @@ class _Rows:
             return row
         return None
 
-    def get(self, key: Any, size: int, compute: Callable[[int, int], Floats]) -> Floats:
+    def get(self, key: Any, size: int, compute: Callable[[int, int], npt.NDArray[Any]]) -> npt.NDArray[Any]:
         row = self.kept(key, size)
         if row is not None:
             return row
@@ -418,6 +423,18 @@ def _query_keys(word: int) -> tuple[int, ...]:
             keys.append(16 * kind + lowest.bit_length() - 1)
             levels ^= lowest
     return tuple(keys)
+
+
+# The word of every kind and set of levels a vacancy can have (2,048), and the masks each names, made once: a
+# query looks them up instead of working them out.
+_VACANCY_WORDS = {
+    (kind, frozenset(levels)): gate(frozenset((kind,)), _level_bits(frozenset(levels)))
+    for kind in KINDS
+    for size in range(len(LEVELS) + 1)
+    for levels in combinations(LEVELS, size)
+}
+for _word in _VACANCY_WORDS.values():
+    _query_keys(_word)
 
 
 class Gates:
@@ -605,11 +622,15 @@ def _top(
         # in, so the id order decides among them as the reference does.
         bar = max(bar, np.partition(scores, len(scores) - want)[len(scores) - want])
     chosen = np.flatnonzero(scores >= bar)
+    if len(chosen) == 0:
+        return []
     chosen_scores = scores[chosen]
     chosen_slots = slots[chosen]
-    chosen_ids = ids.keys[chosen_slots]
-    order = np.lexsort((chosen_ids, -chosen_scores))[:want]
-    ranked = zip(chosen_ids[order].tolist(), chosen_scores[order].tolist(), strict=True)
+    if chosen_slots[-1] < ids.ordered:  # slot order is id order: a stable sort by score puts ties in id order
+        order = np.argsort(-chosen_scores, kind="stable")[:want]
+    else:
+        order = np.lexsort((ids.keys[chosen_slots], -chosen_scores))[:want]
+    ranked = zip(ids.keys[chosen_slots[order]].tolist(), chosen_scores[order].tolist(), strict=True)
     if skip:
         return [pair for pair in ranked if pair[0] not in skip][:k]
     return list(ranked)[:k]
@@ -684,7 +705,9 @@ class IndexStats:
 
 
 class MatchingIndex:
-    def __init__(self, common_skill_after: int = 512) -> None:
+    def __init__(self, common_skill_after: int | None = None) -> None:
+        """`common_skill_after`: how many slots must have a skill before it is kept per slot, both ways. By
+        default a byte row from 64 students (rows are cheap to sum) and a bit from 512 vacancies."""
         self.skills = SkillIds()
         self.places = Places()
         self.zones = Zones(self.places)
@@ -696,7 +719,7 @@ class MatchingIndex:
         # What each live entry was built from, so catching up with the database skips what is unchanged.
         self._student_hash: dict[str, int] = {}
         self._vacancy_hash: dict[str, int] = {}
-        self._student_skills = SkillRows(common_skill_after)
+        self._student_skills = SkillRows(common_skill_after or 64)
         self._vacancies = _Columns(
             {
                 "n_required": (np.intp, 0),
@@ -709,10 +732,13 @@ class MatchingIndex:
         self._vacancy_ids = _Ids()
         self._vacancy_slot: dict[str, int] = {}
         self._vacancy_gates = Gates()  # vacancy_gate while it takes new students (live and not full), else 0
-        self._required = SkillBits(common_skill_after)
-        self._preferred = SkillBits(common_skill_after)
+        self._required = SkillBits(common_skill_after or 512)
+        self._preferred = SkillBits(common_skill_after or 512)
         self.profiles: dict[str, VacancyProfile] = {}
         self._reach_by_place = _Rows()  # half_proximity to every place, by (lat, lon, max_km) of a student
+        # Which student slots are within their max_distance_km of a vacancy's site, by (lat, lon): made ahead
+        # for the sites there is room for, so a query from one leaves those out of reach in its first pass.
+        self._in_reach = _Rows()
         self._least_matched_tables: dict[float, npt.NDArray[np.int64]] = {}
         self._least_matched_slots: dict[float, npt.NDArray[np.integer[Any]]] = {}
         self._most_required = MAX_REQUIRED
@@ -767,6 +793,9 @@ class MatchingIndex:
         # Filtered by a list of flags, not into (student, digest) pairs: a million pairs would cost 64 MB.
         fresh = [self._student_hash.get(s.student_id) != d for s, d in zip(students, digests, strict=True)]
         students, digests = list(compress(students, fresh)), list(compress(digests, fresh))
+        # In id order: then slot order is id order (see _Ids.ordered).
+        by_id = sorted(range(len(students)), key=lambda i: students[i].student_id)
+        students, digests = [students[i] for i in by_id], [digests[i] for i in by_id]
         for student in students:
             self.remove_student(student.student_id)
         cols = self._students
@@ -801,6 +830,11 @@ class MatchingIndex:
         that a query from a known place starts from them. Called after a build, not per write."""
         self.places.warm()
         self.zones.warm()
+        n = self._students.size
+        for lat, lon in self.places.points():
+            if not self._in_reach.has_room(n):
+                break
+            self._in_reach.get((lat, lon), n, functools.partial(self._students_in_reach, lat, lon))
 
     def set_full(self, vacancy_id: str, full: bool) -> None:
         """A vacancy with its maximum of matches takes no more from new students."""
@@ -821,6 +855,7 @@ class MatchingIndex:
             + self.places.nbytes()
             + self.zones.nbytes()
             + self._reach_by_place.nbytes()
+            + self._in_reach.nbytes()
         )
         return IndexStats(len(self._student_slot), len(self._vacancy_slot), len(self.skills), nbytes)
 
@@ -841,6 +876,9 @@ class MatchingIndex:
         if need > 0:  # who has too few of the required skills cannot reach min_score, whatever the tiebreak
             matched = self._student_skills.counts(self.skills.known(vacancy.required), n)
             candidate = candidate & (matched >= need)
+        in_reach = self._in_reach_of(vacancy, n)
+        if in_reach is not None:
+            candidate = candidate & in_reach
         slots = np.flatnonzero(candidate)
         if len(slots) == 0:
             return []
@@ -899,6 +937,18 @@ class MatchingIndex:
         half_preferred = preferred[cols["preferred_at"][slots] + counted]
         scores = _scores(coverage, half_preferred, half_reach, len(slots))
         return _top(self._vacancy_ids, slots, scores, min_score, k, skip)
+
+    def _in_reach_of(self, vacancy: VacancyProfile, n: int) -> npt.NDArray[np.bool_] | None:
+        """Which of student slots 0..n-1 have the vacancy's site in reach, if that is kept for its site."""
+        site = (vacancy.lat, vacancy.lon)
+        if site not in self._in_reach:
+            return None
+        return self._in_reach.get(site, n, functools.partial(self._students_in_reach, *site))
+
+    def _students_in_reach(self, lat: float, lon: float, start: int, stop: int) -> npt.NDArray[np.bool_]:
+        """Whether each of student slots start..stop-1 has (lat, lon) within their max_distance_km (an unknown
+        distance is in reach)."""
+        return self.zones.half_proximity(lat, lon, self._students["zone"][start:stop]) >= 0
 
     def _half_proximity_to_places(self, student: StudentProfile) -> Floats:
         """`half_proximity` from the student's location, within their max_distance_km, for every place."""
