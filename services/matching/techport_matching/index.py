@@ -940,10 +940,10 @@ class MatchingIndex:
 
     def _in_reach_of(self, vacancy: VacancyProfile, n: int) -> npt.NDArray[np.bool_] | None:
         """Which of student slots 0..n-1 have the vacancy's site in reach, if that is kept for its site."""
-        site = (vacancy.lat, vacancy.lon)
-        if site not in self._in_reach:
+        lat, lon = vacancy.lat, vacancy.lon
+        if lat is None or lon is None or (lat, lon) not in self._in_reach:
             return None
-        return self._in_reach.get(site, n, functools.partial(self._students_in_reach, *site))
+        return self._in_reach.get((lat, lon), n, functools.partial(self._students_in_reach, lat, lon))
 
     def _students_in_reach(self, lat: float, lon: float, start: int, stop: int) -> npt.NDArray[np.bool_]:
         """Whether each of student slots start..stop-1 has (lat, lon) within their max_distance_km (an unknown
