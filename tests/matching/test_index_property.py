@@ -85,7 +85,7 @@ query_cases = given(
     data=st.data(),
     min_score=st.sampled_from([0.0, 0.3, 0.5, 0.75]),
     k=st.integers(1, 40),
-    # Skills that this many students have are counted by bit, the others by posting: both ways, and mixed.
+    # Skills that this many have are kept per slot (rows, bits), the others as postings: both ways, and mixed.
     common=st.sampled_from([2, 6, 512]),
     # Distances and reach made ahead for every place, or as queries come.
     warm=st.booleans(),

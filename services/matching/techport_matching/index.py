@@ -640,7 +640,14 @@ def _scores(coverage: Any, half_preferred: Any, half_proximity: Any, count: int)
     """domain.score over arrays (or scalars where every candidate has the same value), in its order of
     operations, so the scores are the reference's to the last bit. `coverage` is already weighed by
     (1 - EPSILON), the other two are halved."""
-    scores = coverage + EPSILON * (half_preferred + half_proximity)
+    # A part that is 0 for everyone is not added: x + 0.0 is x to the bit (or +0.0 for -0.0, the same score).
+    if np.ndim(half_preferred) == 0 and half_preferred == 0.0:
+        tiebreak = half_proximity
+    elif np.ndim(half_proximity) == 0 and half_proximity == 0.0:
+        tiebreak = half_preferred
+    else:
+        tiebreak = half_preferred + half_proximity
+    scores = coverage + EPSILON * tiebreak
     return np.full(count, scores) if np.ndim(scores) == 0 else scores
 
 
@@ -705,9 +712,9 @@ class IndexStats:
 
 
 class MatchingIndex:
-    def __init__(self, common_skill_after: int | None = None) -> None:
-        """`common_skill_after`: how many slots must have a skill before it is kept per slot, both ways. By
-        default a byte row from 64 students (rows are cheap to sum) and a bit from 512 vacancies."""
+    def __init__(self, common_skill_after: int = 64) -> None:
+        """`common_skill_after`: how many slots must have a skill before it is kept per slot (a byte row of
+        students, a bit of vacancies), while there is room for it."""
         self.skills = SkillIds()
         self.places = Places()
         self.zones = Zones(self.places)
@@ -719,7 +726,7 @@ class MatchingIndex:
         # What each live entry was built from, so catching up with the database skips what is unchanged.
         self._student_hash: dict[str, int] = {}
         self._vacancy_hash: dict[str, int] = {}
-        self._student_skills = SkillRows(common_skill_after or 64)
+        self._student_skills = SkillRows(common_skill_after)
         self._vacancies = _Columns(
             {
                 "n_required": (np.intp, 0),
@@ -732,8 +739,8 @@ class MatchingIndex:
         self._vacancy_ids = _Ids()
         self._vacancy_slot: dict[str, int] = {}
         self._vacancy_gates = Gates()  # vacancy_gate while it takes new students (live and not full), else 0
-        self._required = SkillBits(common_skill_after or 512)
-        self._preferred = SkillBits(common_skill_after or 512)
+        self._required = SkillBits(common_skill_after)
+        self._preferred = SkillBits(common_skill_after)
         self.profiles: dict[str, VacancyProfile] = {}
         self._reach_by_place = _Rows()  # half_proximity to every place, by (lat, lon, max_km) of a student
         # Which student slots are within their max_distance_km of a vacancy's site, by (lat, lon): made ahead
