@@ -198,7 +198,7 @@ class Postings:
         # Costs measured roughly, in ns: a binary search of the slots in each posting, or a count of all.
         if len(rare) * (3500 + 100 * len(slots)) < 2000 + n // 4 + 2 * held:
             for postings in rare:
-                at = np.minimum(np.searchsorted(postings, slots), len(postings) - 1)
+                at = np.minimum(postings.searchsorted(slots), len(postings) - 1)
                 found = found + (postings[at] == slots)
             return found
         return found + np.bincount(np.concatenate(rare), minlength=n)[slots]
@@ -608,6 +608,14 @@ class Zones:
         return self._columns.nbytes() + self._rows.nbytes()
 
 
+def _nth_best(values: Floats, nth: int) -> float:
+    """The nth largest of `values` (1 <= nth <= len): a partial sort of a copy by the array's own method,
+    which is np.partition less its Python wrapper (that costs as much as the sort on a few hundred values)."""
+    part = values.copy()
+    part.partition(len(part) - nth)
+    return float(part[len(part) - nth])
+
+
 def _top(
     ids: _Ids, slots: npt.NDArray[np.intp], scores: Floats, min_score: float, k: int, skip: set[str]
 ) -> list[tuple[str, float]]:
@@ -620,14 +628,14 @@ def _top(
     if want < len(slots):
         # Those out of reach are -inf, below any bar: no need to leave them out first. Ties at the bar stay
         # in, so the id order decides among them as the reference does.
-        bar = max(bar, np.partition(scores, len(scores) - want)[len(scores) - want])
-    chosen = np.flatnonzero(scores >= bar)
+        bar = max(bar, _nth_best(scores, want))
+    chosen = (scores >= bar).nonzero()[0]
     if len(chosen) == 0:
         return []
     chosen_scores = scores[chosen]
     chosen_slots = slots[chosen]
     if chosen_slots[-1] < ids.ordered:  # slot order is id order: a stable sort by score puts ties in id order
-        order = np.argsort(-chosen_scores, kind="stable")[:want]
+        order = (-chosen_scores).argsort(kind="stable")[:want]
     else:
         order = np.lexsort((ids.keys[chosen_slots], -chosen_scores))[:want]
     ranked = zip(ids.keys[chosen_slots[order]].tolist(), chosen_scores[order].tolist(), strict=True)
@@ -641,14 +649,14 @@ def _scores(coverage: Any, half_preferred: Any, half_proximity: Any, count: int)
     operations, so the scores are the reference's to the last bit. `coverage` is already weighed by
     (1 - EPSILON), the other two are halved."""
     # A part that is 0 for everyone is not added: x + 0.0 is x to the bit (or +0.0 for -0.0, the same score).
-    if np.ndim(half_preferred) == 0 and half_preferred == 0.0:
+    if not isinstance(half_preferred, np.ndarray) and half_preferred == 0.0:
         tiebreak = half_proximity
-    elif np.ndim(half_proximity) == 0 and half_proximity == 0.0:
+    elif not isinstance(half_proximity, np.ndarray) and half_proximity == 0.0:
         tiebreak = half_preferred
     else:
         tiebreak = half_preferred + half_proximity
     scores = coverage + EPSILON * tiebreak
-    return np.full(count, scores) if np.ndim(scores) == 0 else scores
+    return scores if isinstance(scores, np.ndarray) else np.full(count, scores)
 
 
 def _contenders(
@@ -663,11 +671,12 @@ def _contenders(
     # The want-th best of a sample is no better than that of all: a bar that lets through all who can make it,
     # and a partial sort of a sample costs little.
     sample = lowest[:: max(1, len(lowest) // (16 * want))]
-    bar = max(min_score, np.partition(sample, len(sample) - want)[len(sample) - want])
+    bar = max(min_score, _nth_best(sample, want))
     # The highest is at most EPSILON * 0.5 above the lowest, give or take roundings far below the margin's
     # 1e-12: who is below the bar by more cannot reach it (no second pass for the highest).
-    keep = np.flatnonzero(lowest >= bar - (0.5 * EPSILON + 1e-12))
-    return slots[keep], *(part[keep] if np.ndim(part) else part for part in (coverage, half_reach))
+    keep = (lowest >= bar - (0.5 * EPSILON + 1e-12)).nonzero()[0]
+    parts = (coverage, half_reach)
+    return slots[keep], *(part[keep] if isinstance(part, np.ndarray) else part for part in parts)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -886,7 +895,7 @@ class MatchingIndex:
         in_reach = self._in_reach_of(vacancy, n)
         if in_reach is not None:
             candidate = candidate & in_reach
-        slots = np.flatnonzero(candidate)
+        slots = candidate.nonzero()[0]
         if len(slots) == 0:
             return []
         coverage: Any = 1.0 - EPSILON  # (1 - EPSILON) * coverage, when nothing is required
@@ -929,7 +938,7 @@ class MatchingIndex:
         matched = self._required.counts(skills, n)
         # Vacancies whose required skills the student covers too few of cannot reach min_score: out first.
         candidate = candidate & (matched >= self._least_matched_by_slot(min_score, n))
-        slots = np.flatnonzero(candidate)
+        slots = candidate.nonzero()[0]
         if len(slots) == 0:
             return []
         half_reach: Any = 0.0
