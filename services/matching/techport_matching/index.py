@@ -675,8 +675,12 @@ def _contenders(
     # The highest is at most EPSILON * 0.5 above the lowest, give or take roundings far below the margin's
     # 1e-12: who is below the bar by more cannot reach it (no second pass for the highest).
     keep = (lowest >= bar - (0.5 * EPSILON + 1e-12)).nonzero()[0]
-    parts = (coverage, half_reach)
-    return slots[keep], *(part[keep] if isinstance(part, np.ndarray) else part for part in parts)
+    return slots[keep], _at(coverage, keep), _at(half_reach, keep)
+
+
+def _at(part: Any, keep: npt.NDArray[np.intp]) -> Any:
+    """`part` at `keep`, or the scalar every candidate shares."""
+    return part[keep] if isinstance(part, np.ndarray) else part
 
 
 @functools.lru_cache(maxsize=1024)
