@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -258,3 +259,28 @@ def test_gate_masks_agree_with_the_words(first, changes, more, queries) -> None:
     for query in queries:
         expected = [(word & query) != 0 for word in words]
         assert gates.passing(query, len(words)).tolist() == expected
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), min_score=st.sampled_from([0.0, 0.5]))
+def test_students_added_after_warming_count_at_a_site_made_ahead(data, min_score: float) -> None:
+    # warm() keeps which students are in reach of each known site; students who come after (new places and
+    # distances among them) must be in reach of such a site exactly when the reference says so.
+    people = data.draw(students(40))
+    [vacancy] = data.draw(vacancies(1))
+    located = [p for p in people[:20] if p.lat is not None]
+    if not located:
+        return
+    site = data.draw(st.sampled_from(located))
+    vacancy = replace(vacancy, lat=site.lat, lon=site.lon)
+    index = MatchingIndex(common_skill_after=4)
+    index.load_students(people[:20])
+    index.warm()
+    for count, student in enumerate(people[20:], start=21):
+        index.upsert_student(student)
+        if count % 5 == 0:
+            assert index._in_reach_of(vacancy, index._students.size) is not None  # the kept mask is tested
+            _same(
+                index.match_vacancy(vacancy, min_score, 40),
+                reference_matches_for_vacancy(vacancy, people[:count], min_score, 40),
+            )
