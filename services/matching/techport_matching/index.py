@@ -91,7 +91,8 @@ class SkillIds:
 
     def known(self, codes: Iterable[str]) -> list[int]:
         """Ids of codes already seen; unseen codes are in nobody's postings, so they cannot match."""
-        return [i for i in (self._ids.get(c) for c in codes) if i is not None]
+        ids = self._ids
+        return [i for code in codes if (i := ids.get(code)) is not None]
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -264,19 +265,20 @@ class SkillRows(Postings):
 
     def _common_counts(self, commons: list[int], n: int) -> tuple[npt.NDArray[np.uint8], bool] | None:
         self.room_for(n)
-        first, *others = (self._rows[common][:n] for common in commons)
-        if not others:
-            return first, False
-        found = first + others[0]
-        for row in others[1:]:
-            found += row
+        rows = self._rows
+        if len(commons) == 1:
+            return rows[commons[0]][:n], False
+        found = rows[commons[0]][:n] + rows[commons[1]][:n]
+        for common in commons[2:]:
+            found += rows[common][:n]
         return found, True
 
     def _common_count_at(self, commons: list[int], slots: npt.NDArray[np.intp]) -> npt.NDArray[np.uint8]:
-        first, *others = (self._rows[common][slots] for common in commons)
-        for row in others:
-            first += row
-        return first
+        rows = self._rows
+        found = rows[commons[0]][slots]
+        for common in commons[1:]:
+            found += rows[common][slots]
+        return found
 
     def nbytes(self) -> int:
         return super().nbytes() + sum(row.nbytes for row in self._rows)
@@ -965,9 +967,12 @@ class MatchingIndex:
     def _in_reach_of(self, vacancy: VacancyProfile, n: int) -> npt.NDArray[np.bool_] | None:
         """Which of student slots 0..n-1 have the vacancy's site in reach, if that is kept for its site."""
         lat, lon = vacancy.lat, vacancy.lon
-        if lat is None or lon is None or (lat, lon) not in self._in_reach:
+        if lat is None or lon is None:
             return None
-        return self._in_reach.get((lat, lon), n, functools.partial(self._students_in_reach, lat, lon))
+        mask = self._in_reach.kept((lat, lon), n)
+        if mask is None and (lat, lon) in self._in_reach:  # kept, but made before the newest students came
+            mask = self._in_reach.get((lat, lon), n, functools.partial(self._students_in_reach, lat, lon))
+        return mask
 
     def _students_in_reach(self, lat: float, lon: float, start: int, stop: int) -> npt.NDArray[np.bool_]:
         """Whether each of student slots start..stop-1 has (lat, lon) within their max_distance_km (an unknown
