@@ -121,7 +121,7 @@ def bench_vacancy(generator: Generator, size: int, students: list[StudentProfile
     ratio = statistics.median(slow) / p50
     stats = index.stats()
     print(
-        f"vacancy vs {size:>9,} students: p50 {p50:8.2f} ms  p95 {p95:8.2f} ms  | per-pair loop p50 "
+        f"vacancy vs {size:>9,} students: p50 {p50:8.3f} ms  p95 {p95:8.3f} ms  | per-pair loop p50 "
         f"{statistics.median(slow):10.1f} ms  -> {ratio:7.0f}x  | "
         f"index arrays {stats.nbytes / 2**20:7.1f} MiB, "
         f"build peak {peak / 2**20:7.1f} MiB"
@@ -140,7 +140,7 @@ def bench_student(generator: Generator, vacancies: int, queries: int) -> None:
     slow = _time(lambda s: reference_matches_for_student(s, jobs, MIN_SCORE, TOP_K_STUDENT), probes)
     ratio = statistics.median(slow) / p50
     print(
-        f"student vs {vacancies:>7,} vacancies: p50 {p50:8.2f} ms  p95 {p95:8.2f} ms  | per-pair loop p50 "
+        f"student vs {vacancies:>7,} vacancies: p50 {p50:8.3f} ms  p95 {p95:8.3f} ms  | per-pair loop p50 "
         f"{statistics.median(slow):10.1f} ms  -> {ratio:7.0f}x"
     )
 
