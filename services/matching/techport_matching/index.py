@@ -712,6 +712,7 @@ def _fractions_by_whole(most: int, weight: float, if_none: float) -> Floats:
     return table
 
 
+@functools.lru_cache(maxsize=1024)
 def _least_matched(n_required: int, min_score: float) -> int | None:
     """The fewest required skills that can still reach `min_score` (with the whole tiebreak), computed as the
     score is, so the cut is exact; None when no number can."""
@@ -892,9 +893,9 @@ class MatchingIndex:
         cols = self._students
         n = cols.size
         n_required = len(vacancy.required)
-        need = int(self._least_matched_table(min_score, n_required)[n_required])
+        need = _least_matched(n_required, min_score)
         wanted = vacancy_gate(vacancy)
-        if n == 0 or need > n_required or wanted == 0:
+        if n == 0 or need is None or wanted == 0:
             return []
         # Passes over every slot are cheap elementwise ones; gathers are for the candidates only.
         # Consent, kind and level, and a live slot: the gate masks the vacancy's word names.
