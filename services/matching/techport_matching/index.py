@@ -417,18 +417,12 @@ def _keys(word: int) -> list[int]:
 @functools.lru_cache(maxsize=4096)
 def _query_keys(word: int) -> tuple[int, ...]:
     """The Gates masks whose union is the slots sharing a bit with `word`: per kind, its any-level mask when
-    the word takes any level, else a mask per level bit (lowest first)."""
-    keys = []
-    for kind in range(len(KINDS)):
-        levels = (word >> (16 * kind)) & ANY_LEVEL
-        if levels == ANY_LEVEL:
-            keys.append(~kind)
-            continue
-        while levels:
-            lowest = levels & -levels
-            keys.append(16 * kind + lowest.bit_length() - 1)
-            levels ^= lowest
-    return tuple(keys)
+    the word takes any level, else a mask per level bit."""
+    return tuple(
+        key
+        for kind, levels in _levels_by_kind(word)
+        for key in ([~kind] if levels == ANY_LEVEL else _level_keys(kind, levels))
+    )
 
 
 # The word of every kind and set of levels a vacancy can have (2,048), and the masks each names, made once: a
