@@ -836,6 +836,7 @@ class MatchingIndex:
             self._student_hash[student.student_id] = digest
             for code in student.skills:
                 by_skill.setdefault(self.skills.id(code), []).append(slot)
+        self._student_skills.room_for(end)  # at once: room made posting by posting could double past `end`
         # The most common first: they are the ones kept per slot, while there is room for them.
         for skill, slots in sorted(by_skill.items(), key=lambda item: -len(item[1])):
             self._student_skills.add_many(skill, np.asarray(slots, dtype=np.intp))
