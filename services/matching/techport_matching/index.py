@@ -23,6 +23,7 @@ tells how much there is to gain.
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ class SkillIds:
         return len(self._ids)
 
 
-class Postings:
+class Postings(ABC):
     """Which slots have which skill. A skill that `common_after` slots have becomes common (while there is
     room for `most_common`) and is then kept per slot by the subclass: a bit of a word per slot, or a byte row
     per skill. The others are a growable array of slots per skill (a posting, in slot order, as slots only
@@ -112,23 +113,26 @@ class Postings:
         self._most_common = most_common
         self._common: dict[int, int] = {}  # skill id -> its bit or row
 
+    @abstractmethod
     def room_for(self, slots: int) -> None:
         """Room for slots 0..slots-1 in the common skills (a slot without any has zeros)."""
 
+    @abstractmethod
     def _make_common(self, common: int) -> None:
         """Room for the `common`-th common skill (numbered from 0)."""
 
+    @abstractmethod
     def _mark(self, common: int, slots: npt.NDArray[np.intp]) -> None:
         """Record that `slots` have the `common`-th common skill."""
-        raise NotImplementedError
 
-    def _common_counts(self, commons: list[int], n: int) -> tuple[npt.NDArray[np.uint8], bool] | None:
-        """How many of `commons` each slot 0..n-1 has, and whether the array is the caller's to change (not a
-        view of the index); None without commons."""
-        raise NotImplementedError
+    @abstractmethod
+    def _common_counts(self, commons: list[int], n: int) -> tuple[npt.NDArray[np.uint8], bool]:
+        """How many of `commons` (at least one) each slot 0..n-1 has, and whether the array is the caller's
+        to change (not a view of the index)."""
 
+    @abstractmethod
     def _common_count_at(self, commons: list[int], slots: npt.NDArray[np.intp]) -> npt.NDArray[np.uint8]:
-        raise NotImplementedError
+        """How many of `commons` (at least one) each of `slots` has."""
 
     def add(self, skill: int, slot: int) -> None:
         self.add_many(skill, np.array([slot], dtype=np.intp))
@@ -224,6 +228,9 @@ class SkillBits(Postings):
         if slots > len(self._bits):
             self._bits = _grown(self._bits, max(slots, 2 * len(self._bits)))
 
+    def _make_common(self, common: int) -> None:
+        pass  # its bit is in every slot's word already
+
     def _mark(self, common: int, slots: npt.NDArray[np.intp]) -> None:
         self._bits[slots] |= np.uint64(1 << common)
 
@@ -231,7 +238,7 @@ class SkillBits(Postings):
     def _mask(commons: list[int]) -> np.uint64:
         return np.uint64(sum(1 << common for common in commons))
 
-    def _common_counts(self, commons: list[int], n: int) -> tuple[npt.NDArray[np.uint8], bool] | None:
+    def _common_counts(self, commons: list[int], n: int) -> tuple[npt.NDArray[np.uint8], bool]:
         self.room_for(n)
         return np.bitwise_count(self._bits[:n] & self._mask(commons)), True
 
@@ -263,7 +270,7 @@ class SkillRows(Postings):
     def _mark(self, common: int, slots: npt.NDArray[np.intp]) -> None:
         self._rows[common][slots] = 1
 
-    def _common_counts(self, commons: list[int], n: int) -> tuple[npt.NDArray[np.uint8], bool] | None:
+    def _common_counts(self, commons: list[int], n: int) -> tuple[npt.NDArray[np.uint8], bool]:
         self.room_for(n)
         rows = self._rows
         if len(commons) == 1:
