@@ -68,7 +68,11 @@ def vacancy_gate(vacancy: VacancyProfile) -> int:
     if not vacancy.open:
         return 0
     word = _VACANCY_WORDS.get((vacancy.kind, vacancy.levels))
-    return gate(frozenset((vacancy.kind,)), _level_bits(vacancy.levels)) if word is None else word
+    return _vacancy_word(vacancy.kind, vacancy.levels) if word is None else word
+
+
+def _vacancy_word(kind: str, levels: frozenset[str]) -> int:
+    return gate(frozenset((kind,)), _level_bits(levels))
 
 
 def _grown(array: npt.NDArray[Any], capacity: int) -> npt.NDArray[Any]:
@@ -372,6 +376,13 @@ class _Rows:
     def has_room(self, nbytes: int) -> bool:
         return self._bytes + nbytes <= self._budget
 
+    def make_ahead(self, keys: Iterable[Any], nbytes: int, make: Callable[[Any], object]) -> None:
+        """`make(key)` for each of `keys` in turn, while a row of `nbytes` still fits the budget."""
+        for key in keys:
+            if not self.has_room(nbytes):
+                return
+            make(key)
+
     def kept(self, key: Any, size: int) -> npt.NDArray[Any] | None:
         """The row for `key` if it is kept and covers ids 0..size-1."""
         row = self._rows.get(key)
@@ -435,7 +446,7 @@ def _query_keys(word: int) -> tuple[int, ...]:
 # The word of every kind and set of levels a vacancy can have (2,048), and the masks each names, made once: a
 # query looks them up instead of working them out.
 _VACANCY_WORDS = {
-    (kind, frozenset(levels)): gate(frozenset((kind,)), _level_bits(frozenset(levels)))
+    (kind, frozenset(levels)): _vacancy_word(kind, frozenset(levels))
     for kind in KINDS
     for size in range(len(LEVELS) + 1)
     for levels in combinations(LEVELS, size)
@@ -529,10 +540,7 @@ class Places:
 
     def warm(self) -> None:
         """Distances from every place to every place, made ahead while they fit the rows' memory budget."""
-        for lat, lon in self.points():
-            if not self._rows.has_room(8 * len(self)):
-                return
-            self.distances_from(lat, lon)
+        self._rows.make_ahead(self.points(), 8 * len(self), lambda point: self.distances_from(*point))
 
     def distances_from(self, lat: float, lon: float) -> Floats:
         """Great-circle distance in km from (lat, lon) to every place, by place id."""
@@ -602,10 +610,7 @@ class Zones:
 
     def warm(self) -> None:
         """A row from every place, made ahead while they fit the rows' memory budget."""
-        for lat, lon in self._places.points():
-            if not self._rows.has_room(8 * self._columns.size):
-                return
-            self._row(lat, lon)
+        self._rows.make_ahead(self._places.points(), 8 * self._columns.size, lambda point: self._row(*point))
 
     def _half_proximity(self, lat: float, lon: float, zones: Any) -> Floats:
         distance = self._places.distances_from(lat, lon)[self._columns["place"][zones]]
@@ -860,10 +865,11 @@ class MatchingIndex:
         self.places.warm()
         self.zones.warm()
         n = self._students.size
-        for lat, lon in self.places.points():
-            if not self._in_reach.has_room(n):
-                break
-            self._in_reach.get((lat, lon), n, functools.partial(self._students_in_reach, lat, lon))
+        self._in_reach.make_ahead(
+            self.places.points(),
+            n,  # a bool per student
+            lambda point: self._in_reach.get(point, n, functools.partial(self._students_in_reach, *point)),
+        )
 
     def set_full(self, vacancy_id: str, full: bool) -> None:
         """A vacancy with its maximum of matches takes no more from new students."""
