@@ -19,6 +19,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY shared/pyproject.toml shared/
 COPY cli/pyproject.toml cli/
+COPY dev/pyproject.toml dev/
 COPY services/members/pyproject.toml services/members/
 COPY services/matching/pyproject.toml services/matching/
 COPY services/notifications/pyproject.toml services/notifications/
@@ -28,6 +29,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package "techport-${SERVICE}"
 COPY shared/ shared/
 COPY cli/ cli/
+COPY dev/ dev/
 COPY services/ services/
 # --no-editable: the packages are copied into the environment, so the final image needs no source tree.
 RUN --mount=type=cache,target=/root/.cache/uv \

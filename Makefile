@@ -45,7 +45,7 @@ uv:
 install: uv .venv/.installed
 
 kafka-jars: install
-	$(RUN) python -m techport_shared.devinfra jars
+	$(RUN) python -m techport_dev jars
 
 # kustomize renders deploy/k8s; the Compose specification's JSON schema comes with compose-go's module.
 deploy-tools: $(TOOLS)/bin/kustomize $(TOOLS)/compose-spec.json $(TOOLS)/crds/.fetched

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
-from techport_shared.devinfra.kafka import free_port, kafka_endpoint
+from techport_dev.kafka import free_port, kafka_endpoint
 from techport_shared.identity import IDENTITY_HEADER, OPERATOR, issue_token
 
 SECRET = "bench-identity-secret-0123456789abcdef"

@@ -16,14 +16,13 @@ import tracemalloc
 
 import numpy as np
 from techport_matching.domain import (
-    KINDS,
-    LEVELS,
     StudentProfile,
     VacancyProfile,
     reference_matches_for_student,
     reference_matches_for_vacancy,
 )
 from techport_matching.index import MatchingIndex
+from techport_shared.events import KINDS, LEVELS
 from techport_shared.postcodes import areas
 from techport_shared.skills import vocabulary
 

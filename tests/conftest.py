@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from techport_shared.devinfra.kafka import kafka_endpoint
-from techport_shared.devinfra.postgres import LocalPostgres
+from techport_dev.kafka import kafka_endpoint
+from techport_dev.postgres import LocalPostgres
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from techport_shared.devinfra.kafka import free_port
+from techport_dev.kafka import free_port
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
-from techport_shared.devinfra.kafka import free_port
+from techport_dev.kafka import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "platform-test-secret-0123456789abcdef"

@@ -20,7 +20,7 @@ from rich.table import Table
 from techport_shared.envelope import Envelope, to_binary
 from techport_shared.events import ce_type
 from techport_shared.postcodes import areas
-from techport_shared.topics import PARTNER_INGRESS
+from techport_shared.topics import partner_topics
 
 console = Console()
 
@@ -232,7 +232,10 @@ async def _demo(endpoints: dict[str, Any], operator_key: str, students: int, see
                         )
                         record = to_binary(event)
                         await producer.send_and_wait(
-                            PARTNER_INGRESS.name, record.value, key=record.key, headers=record.header_list()
+                            partner_topics(school[0]).ingress,
+                            record.value,
+                            key=record.key,
+                            headers=record.header_list(),
                         )
                     else:
                         response = await client.post(

@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from techport_shared.devinfra.__main__ import app as infra_app
 from techport_shared.kafka import ensure_topics
-from techport_shared.topics import PARTNER_INGRESS
 
 from techport_cli.topics import kafka_settings
 
 app = typer.Typer(help="Techport platform: run it, feed it, operate it.", no_args_is_help=True)
-app.add_typer(infra_app, name="infra")
+try:  # the development tooling (techport-dev): in the workspace, not in the operators' image
+    from techport_dev.__main__ import app as infra_app
+
+    app.add_typer(infra_app, name="infra")
+except ImportError:
+    pass
 topics_app = typer.Typer(help="Kafka topics of the catalog.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 matching_app = typer.Typer(help="The matching service.", no_args_is_help=True)
@@ -67,6 +70,75 @@ def _print_dead_letters(title: str, records: list[Any]) -> None:
     Console(width=200).print(table)
 
 
+outbox_app = typer.Typer(
+    help="Outbox events a broker refused for good (too large, invalid): parked, waiting for an operator.",
+    no_args_is_help=True,
+)
+app.add_typer(outbox_app, name="outbox")
+SERVICES_WITH_OUTBOX = ("members", "matching", "notifications")
+
+
+def _outbox(service: str, work: Any) -> Any:
+    """Run `work(sessions, tables)` on the service's database (`<SERVICE>_DATABASE_URL`, else var/)."""
+    from sqlalchemy import MetaData
+    from techport_shared.db import create_engine, session_factory
+    from techport_shared.messaging import messaging_tables
+
+    if service not in SERVICES_WITH_OUTBOX:
+        raise typer.BadParameter(f"one of {', '.join(SERVICES_WITH_OUTBOX)}", param_hint="--service")
+
+    async def _run() -> Any:
+        engine = create_engine(_database_url(service))
+        try:
+            return await work(session_factory(engine), messaging_tables(MetaData()))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(_run())
+
+
+@outbox_app.command("list")
+def outbox_list(service: str = typer.Option(..., help="members, matching or notifications")) -> None:
+    """The parked events of SERVICE: what, how large, why the broker refused it."""
+    from rich.console import Console
+    from rich.table import Table
+    from techport_shared.outbox import parked_events
+
+    table = Table(title=f"parked in {service}'s outbox")
+    for column in ("id", "topic", "key", "type", "bytes", "parked at", "reason"):
+        table.add_column(column)
+    for event in _outbox(service, parked_events):
+        table.add_row(
+            str(event.id), event.topic, event.key or "", event.ce_type, str(event.size),
+            event.parked_at.isoformat(timespec="seconds"), event.reason[:160],
+        )  # fmt: skip
+    Console(width=220).print(table)
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    service: str = typer.Option(..., help="members, matching or notifications"),
+    ids: list[int] = typer.Option(None, "--id", help="Only these (default: every parked event)."),
+) -> None:
+    """Put parked events back in line, after the cause is fixed (e.g. the broker takes larger records)."""
+    from techport_shared.outbox import retry_parked
+
+    count = _outbox(service, lambda sessions, tables: retry_parked(sessions, tables, ids or None))
+    typer.echo(f"{count} parked events of {service} will be published again")
+
+
+@outbox_app.command("drop")
+def outbox_drop(
+    service: str = typer.Option(..., help="members, matching or notifications"),
+    ids: list[int] = typer.Option(None, "--id", help="Only these (default: every parked event)."),
+) -> None:
+    """Delete parked events for good; the events of their keys waiting behind them go on."""
+    from techport_shared.outbox import drop_parked
+
+    count = _outbox(service, lambda sessions, tables: drop_parked(sessions, tables, ids or None))
+    typer.echo(f"dropped {count} parked events of {service}")
+
+
 notifications_app = typer.Typer(help="The notifications service.", no_args_is_help=True)
 app.add_typer(notifications_app, name="notifications")
 
@@ -74,18 +146,31 @@ app.add_typer(notifications_app, name="notifications")
 @notifications_app.command("retry")
 def notifications_retry() -> None:
     """Put failed notifications back on the schedule (NOTIFICATIONS_DATABASE_URL); the service sends them."""
-    from techport_notifications.service import retry_failed
-    from techport_notifications.settings import NotificationsSettings
+    from techport_notifications.handlers import HANDLERS, RetryFailed
+    from techport_notifications.store import NotificationsUnitOfWork, tables
     from techport_shared.db import create_engine, session_factory
+    from techport_shared.envelope import Origin
+    from techport_shared.identity import OPERATOR
+    from techport_shared.messagebus import Context, MessageBus
 
     async def _retry() -> int:
-        engine = create_engine(NotificationsSettings().database_url)
+        engine = create_engine(_database_url("notifications"))
+        sessions = session_factory(engine)
+        bus = MessageBus(lambda: NotificationsUnitOfWork(sessions, tables), HANDLERS)
         try:
-            return await retry_failed(session_factory(engine))
+            rescheduled: int = await bus.handle(RetryFailed(), Context(OPERATOR, Origin.of_request("cli")))
+            return rescheduled
         finally:
             await engine.dispose()
 
     typer.echo(f"rescheduled {asyncio.run(_retry())} failed notifications")
+
+
+def _database_url(service: str) -> str:
+    """A service's database, as the service itself finds it (`<SERVICE>_DATABASE_URL`, else its SQLite file)."""
+    import os
+
+    return os.environ.get(f"{service.upper()}_DATABASE_URL", f"sqlite:///var/{service}.db")
 
 
 @matching_app.command("reindex")
@@ -111,15 +196,17 @@ def run(var: Path = typer.Option(Path("var"), help="Where data, logs, mail and e
 @app.command()
 def publish(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A CloudEvent as JSON."),
-    topic: str = typer.Option(PARTNER_INGRESS.name, help="Topic to publish on."),
+    topic: str | None = typer.Option(
+        None, help="Topic to publish on; by default the ingress topic of the partner the source names."
+    ),
     structured: bool = typer.Option(False, help="Structured content mode instead of binary."),
 ) -> None:
-    """Publish a CloudEvent from a JSON file (to the partner ingress topic by default)."""
+    """Publish a CloudEvent from a JSON file, as a partner system would (to its own ingress topic)."""
     from techport_cli.publish import publish_file
 
     document = json.loads(file.read_text(encoding="utf-8"))
-    envelope = asyncio.run(publish_file(document, topic, kafka_settings(), structured))
-    typer.echo(f"published {envelope.type} id={envelope.id} to {topic}")
+    envelope, written = asyncio.run(publish_file(document, topic, kafka_settings(), structured))
+    typer.echo(f"published {envelope.type} id={envelope.id} to {written}")
 
 
 @app.command()

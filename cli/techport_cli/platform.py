@@ -24,9 +24,9 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
-from techport_shared.devinfra.__main__ import wait_for_interrupt
-from techport_shared.devinfra.kafka import LocalKafkaCluster, free_port
-from techport_shared.devinfra.smtp import SmtpSink
+from techport_dev.__main__ import wait_for_interrupt
+from techport_dev.kafka import LocalKafkaCluster, free_port
+from techport_dev.smtp import SmtpSink
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
 

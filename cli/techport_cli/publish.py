@@ -10,6 +10,7 @@ from typing import Any
 from techport_shared.envelope import Envelope, to_binary, to_structured
 from techport_shared.kafka import plain_producer
 from techport_shared.settings import KafkaSettings
+from techport_shared.topics import partner_topics
 
 from techport_cli.topics import read_topic
 
@@ -36,9 +37,14 @@ def envelope_from_json(document: dict[str, Any]) -> Envelope:
 
 
 async def publish_file(
-    document: dict[str, Any], topic: str, kafka: KafkaSettings, structured: bool
-) -> Envelope:
+    document: dict[str, Any], topic: str | None, kafka: KafkaSettings, structured: bool
+) -> tuple[Envelope, str]:
     envelope = envelope_from_json(document)
+    if topic is None:
+        partner = envelope.source.removeprefix("/partners/")
+        if partner == envelope.source:
+            raise SystemExit("the source is not /partners/<organisation id>: name the topic with --topic")
+        topic = partner_topics(partner).ingress
     record = to_structured(envelope) if structured else to_binary(envelope)
     producer = plain_producer(kafka)
     await producer.start()
@@ -46,13 +52,12 @@ async def publish_file(
         await producer.send_and_wait(topic, record.value, key=record.key, headers=record.header_list())
     finally:
         await producer.stop()
-    return envelope
+    return envelope, topic
 
 
 async def read_rejections(kafka: KafkaSettings, partner: str, wait_s: float) -> list[dict[str, Any]]:
-    """The `ingress.rejected` events keyed by this partner."""
+    """The `ingress.rejected` events on the partner's own rejected topic."""
     from techport_shared.envelope import from_record
-    from techport_shared.topics import PARTNER_INGRESS_REJECTED
 
-    records = await read_topic(kafka, PARTNER_INGRESS_REJECTED.name, wait_s)
-    return [from_record(r.key, r.value, r.headers).data for r in records if r.key == partner.encode()]
+    records = await read_topic(kafka, partner_topics(partner).rejected, wait_s)
+    return [from_record(r.key, r.value, r.headers).data for r in records]

@@ -69,6 +69,8 @@ async def sqlite_file_lock(url: str, name: str, wait: bool = True) -> AsyncItera
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     url = async_url(url)
+    # SQL parameters are personal data (names, addresses): never in an exception text or a log line.
+    kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 

@@ -1,17 +1,31 @@
 """One pydantic model per event type of the contract (section 1), and the registry from `ce_type` to model.
 
-The models check shape and format (ids, postcodes, levels, dates, e-mail). Rules that need state (does the
-school exist, is this postcode known) belong to the services.
+The models check shape and format (ids, postcodes, levels, dates, e-mail) and every bound of the contract's
+limits: string and list lengths, and a few bounded extra fields (a v2 of a type may add optional ones), so
+the JSON Schemas in docs/schemas/ say them too. Rules that need state (does the school exist, is this
+postcode known) belong to the services.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    JsonValue,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
+from techport_shared.limits import MAX_FIELD_CHARS, MAX_LISTED_ERRORS, MAX_MESSAGE_CHARS, capped
 from techport_shared.postcodes import POSTCODE_PATTERN, normalise_postcode
 
 TYPE_PREFIX = "nl.techport."
@@ -22,6 +36,7 @@ Level = Literal[
 ]
 LEVELS: tuple[str, ...] = Level.__args__  # type: ignore[attr-defined]
 Seeking = Literal["internship", "apprenticeship", "job", "traineeship"]
+KINDS: tuple[str, ...] = Seeking.__args__  # type: ignore[attr-defined]
 OrganisationKind = Literal["company", "school", "government"]
 Language = Literal["nl", "en"]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
@@ -38,9 +53,57 @@ def _postcode(value: str) -> str:
 Postcode = Annotated[str, AfterValidator(_postcode)]
 
 
+# Unknown fields are allowed, because a v2 of a type may add optional fields (contract section 1), but only a
+# few, and each small: 800 KB of "extra" must not ride along into our events.
+MAX_EXTRA_FIELDS = 16
+MAX_EXTRA_BYTES = 2048
+_EXTRA_DEPTH = 3
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _bounded_extra(value: JsonValue) -> JsonValue:
+    if _depth(value) > _EXTRA_DEPTH:
+        raise ValueError(f"an extra field nests at most {_EXTRA_DEPTH} deep")
+    if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_EXTRA_BYTES:
+        raise ValueError(f"an extra field is at most {MAX_EXTRA_BYTES} bytes as JSON")
+    return value
+
+
+ExtraValue = Annotated[
+    JsonValue,
+    AfterValidator(_bounded_extra),
+    WithJsonSchema(
+        {"description": f"Any JSON value of at most {MAX_EXTRA_BYTES} bytes, {_EXTRA_DEPTH} deep"}
+    ),
+]
+
+
 class _Data(BaseModel):
-    # Unknown fields are allowed: a v2 of a type may add optional fields (contract section 1).
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+    __pydantic_extra__: dict[str, ExtraValue] = Field(init=False)  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _few_extra_fields(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            extra = len(value.keys() - cls.model_fields.keys())
+            if extra > MAX_EXTRA_FIELDS:
+                raise ValueError(f"{extra} unknown fields; at most {MAX_EXTRA_FIELDS} are accepted")
+        return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> Any:
+        schema = handler(core_schema)
+        schema = handler.resolve_ref_schema(schema)
+        schema["maxProperties"] = len(cls.model_fields) + MAX_EXTRA_FIELDS
+        return schema
 
 
 class Location(_Data):
@@ -126,7 +189,7 @@ class VacancyData(_Data):
     # At most 30 required skills: matching's score relies on it (coverage steps outweigh tiebreaks).
     required_skills: list[SkillText] = Field(default_factory=list, max_length=30)
     preferred_skills: list[SkillText] = Field(default_factory=list, max_length=100)
-    levels: list[Level] = Field(default_factory=list)
+    levels: list[Level] = Field(default_factory=list, max_length=len(LEVELS))
     postcode: Postcode
     location: Location | None = None
     positions: int = Field(ge=1, le=10_000)
@@ -150,21 +213,46 @@ class VacancyClosed(_Data):
 
 
 class FieldError(_Data):
-    field: str
-    message: str
+    field: Annotated[str, Field(max_length=MAX_FIELD_CHARS)]
+    message: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+
+
+# What a partner sent, echoed in its rejection: bounded, whatever the partner sent.
+Echoed = Annotated[str, Field(max_length=300)]
 
 
 class IngressRejected(_Data):
-    ce_id: str
-    ce_type: str
-    ce_source: str
-    errors: list[FieldError] = Field(min_length=1)
+    ce_id: Echoed
+    ce_type: Echoed
+    ce_source: Echoed
+    errors: list[FieldError] = Field(min_length=1, max_length=MAX_LISTED_ERRORS)
+    # How many errors were found; `errors` lists the first MAX_LISTED_ERRORS of them.
+    error_count: int = Field(default=0, ge=0)
+
+    @classmethod
+    def of(cls, ce_id: str, ce_type: str, ce_source: str, errors: list[dict[str, str]]) -> IngressRejected:
+        """A rejection bounded by construction: errors capped with their count, echoed values trimmed."""
+        listed, count = capped(errors)
+        return cls(
+            ce_id=trim_echo(ce_id),
+            ce_type=trim_echo(ce_type),
+            ce_source=trim_echo(ce_source),
+            errors=[FieldError(**e) for e in listed],
+            error_count=count,
+        )
+
+
+def trim_echo(value: str) -> str:
+    return value[:300]
+
+
+SkillCode = Annotated[str, Field(max_length=120)]
 
 
 class MatchReasons(_Data):
-    matched_skills: list[str]
-    missing_skills: list[str]
-    preferred_matched: list[str]
+    matched_skills: list[SkillCode] = Field(max_length=30)
+    missing_skills: list[SkillCode] = Field(max_length=30)
+    preferred_matched: list[SkillCode] = Field(max_length=100)
     distance_km: float | None
     level_ok: bool
     kind_ok: bool
@@ -182,12 +270,12 @@ class MatchFound(_Data):
 
 class MatchWithdrawn(_Data):
     match_id: EntityId
-    reason: str
+    reason: Text
 
 
 class PartnershipBasis(_Data):
     matches: int = Field(ge=0)
-    shared_skills: list[str]
+    shared_skills: list[SkillCode] = Field(max_length=25)
 
 
 class PartnershipProposed(_Data):
@@ -204,12 +292,19 @@ class PartnershipFormed(_Data):
     formed_at: datetime
 
 
+RecipientKind = Literal["student", "organisation", "vacancy_contact"]
+# One email reports on at most this many events (a bigger digest goes out in parts).
+MAX_DIGEST_ITEMS = 100
+
+
 class NotificationData(_Data):
     notification_id: EntityId
     channel: Literal["email"] = "email"
     recipient_id: EntityId
-    template: str
-    about: list[str]
+    # Which kind of entity `recipient_id` names: ids of different kinds may look alike.
+    recipient_kind: RecipientKind | None = None
+    template: Annotated[str, Field(max_length=40)]
+    about: list[Annotated[str, Field(max_length=200)]] = Field(max_length=MAX_DIGEST_ITEMS)
 
 
 class NotificationSent(NotificationData):
@@ -217,11 +312,11 @@ class NotificationSent(NotificationData):
 
 
 class NotificationSuppressed(NotificationData):
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class NotificationFailed(NotificationData):
-    error: str
+    error: Annotated[str, Field(max_length=1000)]
 
 
 def ce_type(entity_action: str) -> str:
@@ -252,6 +347,12 @@ MODEL_TYPES: dict[type[BaseModel], str] = {model: name for name, model in EVENT_
 
 class UnknownEventType(LookupError):
     pass
+
+
+def revives(event_type: str, event_time: datetime, erased_at: datetime) -> bool:
+    """Whether a student event brings an erased student back: only a registration made after the erasure
+    does; a late update (or a replayed old registration) does not."""
+    return event_type == ce_type("student.registered") and event_time > erased_at
 
 
 def model_for(type_: str) -> type[BaseModel]:

@@ -18,8 +18,10 @@ _AUDIENCE = "techport-services"
 
 
 class Identity(BaseModel):
-    role: Literal["operator", "organisation"]
+    role: Literal["operator", "organisation", "service"]
     organisation_id: str | None = None
+    # For role "service": which one (matching asking members for a key, or handling another's event).
+    service: str | None = None
 
     @property
     def is_operator(self) -> bool:
@@ -36,6 +38,10 @@ def organisation(organisation_id: str) -> Identity:
     return Identity(role="organisation", organisation_id=organisation_id)
 
 
+def service_identity(name: str) -> Identity:
+    return Identity(role="service", service=name)
+
+
 class InvalidIdentity(Exception):
     pass
 
@@ -49,6 +55,7 @@ def issue_token(identity: Identity, secret: str, ttl_s: int = 60) -> str:
         "exp": now + ttl_s,
         "role": identity.role,
         "org": identity.organisation_id,
+        "svc": identity.service,
     }
     return jwt.encode(claims, secret, algorithm="HS256")
 
@@ -63,6 +70,6 @@ def verify_token(token: str, secret: str) -> Identity:
             issuer=_ISSUER,
             options={"require": ["exp", "iat", "iss", "aud"]},
         )
-        return Identity(role=claims["role"], organisation_id=claims.get("org"))
+        return Identity(role=claims["role"], organisation_id=claims.get("org"), service=claims.get("svc"))
     except (jwt.PyJWTError, KeyError, ValueError) as exc:
         raise InvalidIdentity(str(exc)) from None

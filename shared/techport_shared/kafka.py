@@ -5,16 +5,46 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTimestampError,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
 from techport_shared.envelope import KafkaRecord
 from techport_shared.logging import get_logger
 from techport_shared.settings import KafkaSettings
-from techport_shared.topics import CATALOG, TopicSpec
+from techport_shared.topics import CATALOG, TopicSpec, partner_topics
+
+# What the broker (or the producer, before it asks) refuses for good: sending it again cannot help, unlike an
+# outage. The outbox parks such an event; the dead-letter writer sends a smaller record instead.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTimestampError,
+)
+
+
+class PermanentlyRefused(Exception):
+    """The broker refuses this record for good; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
 
 log = get_logger(__name__)
 
@@ -41,6 +71,7 @@ def create_broker(settings: KafkaSettings, client_id: str) -> KafkaBroker:
         ack_policy=AckPolicy.MANUAL,
         allow_auto_create_topics=False,
         **_producer_options(settings),
+        **_client_options(settings),
     )
 
 
@@ -50,6 +81,10 @@ def _producer_options(settings: KafkaSettings) -> dict[str, Any]:
     return {"acks": "all", "enable_idempotence": False, "request_timeout_ms": timeout_ms}
 
 
+def _client_options(settings: KafkaSettings) -> dict[str, Any]:
+    return {"metadata_max_age_ms": settings.kafka_metadata_max_age_ms}
+
+
 def plain_producer(settings: KafkaSettings) -> AIOKafkaProducer:
     """An aiokafka producer for tools outside a service (the CLI, tests), set up as `create_broker`'s is."""
     return AIOKafkaProducer(**settings.client_options(), **_producer_options(settings))
@@ -57,7 +92,7 @@ def plain_producer(settings: KafkaSettings) -> AIOKafkaProducer:
 
 class RecordPublisher(Protocol):
     async def send(self, topic: str, record: KafkaRecord) -> None:
-        """Publish and wait until the broker acknowledged the record."""
+        """Publish and wait until the broker acknowledged the record; PermanentlyRefused when it never will."""
 
 
 class BrokerPublisher:
@@ -67,12 +102,15 @@ class BrokerPublisher:
         self._broker = broker
 
     async def send(self, topic: str, record: KafkaRecord) -> None:
-        await self._broker.publish(
-            record.value,
-            topic=topic,
-            key=record.key,
-            headers=record.str_headers(),
-        )
+        try:
+            await self._broker.publish(
+                record.value,
+                topic=topic,
+                key=record.key,
+                headers=record.str_headers(),
+            )
+        except PERMANENT_ERRORS as exc:
+            raise PermanentlyRefused(f"{type(exc).__name__}: {exc}"[:500]) from exc
 
 
 async def ensure_topics(
@@ -96,7 +134,10 @@ async def ensure_topics(
                     name=t.name,
                     num_partitions=t.partitions(settings),
                     replication_factor=settings.topic_replication_factor,
-                    topic_configs={"min.insync.replicas": str(settings.topic_min_insync_replicas)},
+                    topic_configs={
+                        "min.insync.replicas": str(settings.topic_min_insync_replicas),
+                        **t.configs,
+                    },
                 )
                 for t in missing
             ]
@@ -118,3 +159,23 @@ async def ensure_topics(
             await asyncio.sleep(1.0)
         finally:
             await admin.close()
+
+
+async def ensure_partner_topics(
+    settings: KafkaSettings, organisation_id: str, timeout_s: float = 30.0
+) -> None:
+    """A registered organisation's own ingress and rejected topics, with the catalog's settings."""
+    await ensure_topics(settings, partner_topics(organisation_id).specs(), timeout_s)
+
+
+async def delete_handled(settings: KafkaSettings, offsets: dict[TopicPartition, int]) -> None:
+    """Delete records up to (not including) each offset: what a consumer has handled and committed (Kafka's
+    DeleteRecords). Partners' records are transport, not storage."""
+    if not offsets:
+        return
+    admin = AIOKafkaAdminClient(**settings.client_options(), request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        await admin.delete_records({tp: RecordsToDelete(offset) for tp, offset in offsets.items()})
+    finally:
+        await admin.close()

@@ -1,8 +1,11 @@
-"""JSON logs (structlog) that carry the correlation id of the event or request being handled."""
+"""JSON logs (structlog) that carry the correlation id of the event or request being handled, and never a
+person's address: every text that goes into a log line (or an error text that leaves the service) is scrubbed
+of e-mail addresses, and SQL parameters are hidden by the engines (db.py)."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +15,20 @@ import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 _configured = False
+# An e-mail address, also inside a longer text (an SMTP reply, an exception): what scrubbing hides.
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:@]+@[^\s<>\"'(),;:@]+\.[^\s<>\"'(),;:@]+")
+
+
+def scrub(text: str) -> str:
+    """`text` without e-mail addresses (a failure text or a log field must not name a person)."""
+    return _ADDRESS.sub("<address>", text)
+
+
+def _scrub_event(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str) and "@" in value:
+            event[key] = scrub(value)
+    return event
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -25,6 +42,12 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    last: list[Any] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.format_exc_info,
+        _scrub_event,
+        structlog.processors.JSONRenderer(),
+    ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -33,11 +56,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=last,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)

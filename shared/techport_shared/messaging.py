@@ -1,6 +1,7 @@
 """The tables every service keeps for reliable messaging (Eventuate Tram's shape):
 
-- `outbox`: events written in the same transaction as the state change; the relay publishes them after commit.
+- `outbox`: events written in the same transaction as the state change; the relay publishes them after commit
+  and deletes them (version 2 added `parked_at`: an event the broker refuses for good waits there).
 - `processed_messages`: (consumer, ce_source, ce_id) of every event a consumer has handled, written in the
   handler's transaction, so a redelivered event has effect once.
 
@@ -36,7 +37,13 @@ class MessagingTables:
     processed: Table
 
 
-def messaging_tables(metadata: MetaData) -> MessagingTables:
+def messaging_tables(metadata: MetaData, version: int = 2) -> MessagingTables:
+    """The tables as they are now, or as they were at `version` (what a service's first migration made)."""
+    parked = (
+        [Column("parked_at", DateTime(timezone=True), nullable=True), Index("ix_outbox_parked", "parked_at")]
+        if version >= 2
+        else []
+    )
     outbox = Table(
         "outbox",
         metadata,
@@ -52,6 +59,8 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("attempts", Integer, nullable=False, default=0),
         Column("last_error", Text, nullable=True),
         Index("ix_outbox_unpublished", "published_at", "id"),
+        # `parked_at`: set when the broker refused the event for good (too large, invalid); it waits there.
+        *parked,
     )
     processed = Table(
         "processed_messages",

@@ -1,8 +1,24 @@
-"""Prometheus metrics of the messaging layer, the same names and labels in every service."""
+"""Prometheus metrics of the messaging layer, the same names and labels in every service.
+
+Labels stay bounded whatever partners send: an event type we do not know is counted as `unknown`, and every
+partner's own ingress or rejected topic under one label (`partner-ingress`, `partner-rejected`)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from techport_shared.events import EVENT_MODELS
+from techport_shared.topics import partner_topic_kind
+
+
+def type_label(event_type: str | None) -> str:
+    return event_type if event_type in EVENT_MODELS else "unknown"
+
+
+def topic_label(topic: str) -> str:
+    kind = partner_topic_kind(topic)
+    return f"partner-{kind}" if kind else topic
+
 
 EVENTS_CONSUMED = Counter(
     "techport_events_consumed_total",
@@ -17,8 +33,8 @@ DLQ_RECORDS = Counter(
 )
 UNKNOWN_EVENT_TYPES = Counter(
     "techport_unknown_event_types_total",
-    "Records of an event type this consumer does not know.",
-    ["service", "type"],
+    "Records of an event type this consumer does not know (one label for all of them: partners choose them).",
+    ["service"],
 )
 HANDLER_SECONDS = Histogram(
     "techport_event_handler_seconds", "Time to handle one record, retries included.", ["service", "topic"]
@@ -32,6 +48,11 @@ OUTBOX_PUBLISH_FAILURES = Counter(
 OUTBOX_BACKLOG = Gauge("techport_outbox_backlog", "Events in the outbox not yet published.", ["service"])
 OUTBOX_OLDEST_AGE = Gauge(
     "techport_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event.", ["service"]
+)
+OUTBOX_PARKED = Gauge(
+    "techport_outbox_parked",
+    "Outbox events the broker refused for good (too large, invalid), parked with their reason.",
+    ["service"],
 )
 CONSUMER_LAG = Gauge(
     "techport_consumer_lag",

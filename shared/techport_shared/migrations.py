@@ -11,7 +11,7 @@ from typing import Any
 
 from alembic import command, context, op
 from alembic.config import Config
-from sqlalchemy import MetaData, text
+from sqlalchemy import Column, DateTime, MetaData, text
 from sqlalchemy.engine import Connection
 
 from techport_shared.db import async_url, create_engine, is_sqlite, sqlite_file_lock
@@ -28,16 +28,29 @@ def alembic_config(script_location: Path, url: str) -> Config:
 
 def create_messaging_tables() -> None:
     """In a service's first migration: the outbox and processed-messages tables (`messaging.py`), from their
-    one definition. Their shape is version 1; a change to it comes with a new migration in every service."""
+    one definition, as version 1 had them; each later version comes with a migration in every service."""
     metadata = MetaData()
-    messaging_tables(metadata)
+    messaging_tables(metadata, version=1)
     metadata.create_all(op.get_bind())
 
 
 def drop_messaging_tables() -> None:
     metadata = MetaData()
-    messaging_tables(metadata)
+    messaging_tables(metadata, version=1)
     metadata.drop_all(op.get_bind())
+
+
+def upgrade_messaging_tables_to_v2() -> None:
+    """Version 2: an outbox event the broker refuses for good is parked (`parked_at`), not retried forever."""
+    with op.batch_alter_table("outbox") as batch:
+        batch.add_column(Column("parked_at", DateTime(timezone=True), nullable=True))
+        batch.create_index("ix_outbox_parked", ["parked_at"])
+
+
+def downgrade_messaging_tables_from_v2() -> None:
+    with op.batch_alter_table("outbox") as batch:
+        batch.drop_index("ix_outbox_parked")
+        batch.drop_column("parked_at")
 
 
 def run_env(target_metadata: MetaData) -> None:

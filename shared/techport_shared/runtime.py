@@ -41,7 +41,9 @@ class ServiceRuntime:
     broker: KafkaBroker
     relay: OutboxRelay
     consumer: ReliableConsumer
+    dead_letters: DeadLetters
     migrations: Path
+    unit_of_work: type[UnitOfWork] = UnitOfWork
     migrate_on_start: bool = True
     identity_secret: SecretStr | None = None
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -77,8 +79,9 @@ class ServiceRuntime:
                 log.error("background work ended; starting it again", task=name)
             await asyncio.sleep(1.0)
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions, self.tables, on_commit=self.relay.wake)
+    def uow(self) -> Any:
+        """A unit of work of this service (its repositories), waking the outbox relay when it commits events."""
+        return self.unit_of_work(self.sessions, self.tables, on_commit=self.relay.wake)
 
     async def database_ready(self) -> None:
         async with self.engine.connect() as connection:
@@ -126,7 +129,14 @@ class ServiceRuntime:
         self._tasks.clear()
         self._stops.clear()
 
-    def http_app(self, title: str, description: str, router: APIRouter, **state: Any) -> FastStreamAPI:
+    def http_app(
+        self,
+        title: str,
+        description: str,
+        router: APIRouter,
+        larger_bodies: dict[str, int] | None = None,
+        **state: Any,
+    ) -> FastStreamAPI:
         """The service's FastAPI app with the broker started and stopped by its lifespan; health, readiness,
         metrics; the caller's identity verified on every route that asks for it (web.Caller)."""
         app = FastAPI(title=title, description=description, version="1.0.0", lifespan=self.lifespan)
@@ -138,12 +148,18 @@ class ServiceRuntime:
         for key, value in state.items():
             setattr(app.state, key, value)
         app.include_router(router)
-        web.install(app, self.name, {"database": self.database_ready, "kafka": self.broker_ready})
+        web.install(
+            app, self.name, {"database": self.database_ready, "kafka": self.broker_ready}, larger_bodies
+        )
         return FastStreamAPI(self.broker, application=app)
 
 
 def build_runtime(
-    name: str, settings: ServiceSettings, tables: MessagingTables, migrations: Path
+    name: str,
+    settings: ServiceSettings,
+    tables: MessagingTables,
+    migrations: Path,
+    unit_of_work: type[UnitOfWork] = UnitOfWork,
 ) -> ServiceRuntime:
     configure_logging(name)
     engine = create_engine(settings.database_url)
@@ -151,7 +167,8 @@ def build_runtime(
     broker = create_broker(settings.kafka, client_id=name)
     publisher = BrokerPublisher(broker)
     relay = OutboxRelay(name, sessions, tables, publisher, settings.outbox)
-    reliable = ReliableConsumer(name, broker, DeadLetters(name, publisher), settings.consumer)
+    dead_letters = DeadLetters(name, publisher)
+    reliable = ReliableConsumer(name, broker, dead_letters, settings.consumer)
     return ServiceRuntime(
         name=name,
         database_url=settings.database_url,
@@ -161,7 +178,9 @@ def build_runtime(
         broker=broker,
         relay=relay,
         consumer=reliable,
+        dead_letters=dead_letters,
         migrations=migrations,
+        unit_of_work=unit_of_work,
         migrate_on_start=settings.migrate_on_start,
         identity_secret=settings.identity_secret,
     )

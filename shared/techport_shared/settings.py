@@ -37,6 +37,11 @@ class KafkaSettings(BaseSettings):
     kafka_request_timeout_ms: int = Field(
         default=15_000, ge=1_000, description="How long a publish may wait for the broker before it fails."
     )
+    kafka_metadata_max_age_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="How often clients refresh metadata: a new partner's ingress topic is read within this.",
+    )
 
     def security(self) -> BaseSecurity | None:
         """FastStream's security object for these settings (None for PLAINTEXT)."""
@@ -71,14 +76,18 @@ class ConsumerSettings(BaseSettings):
     backoff_initial_s: float = Field(default=0.2, gt=0)
     backoff_max_s: float = Field(default=5.0, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    batch_size: int = Field(default=200, ge=1, description="Records handled in one transaction at most.")
+    batch_wait_ms: int = Field(default=50, ge=1, description="How long a poll waits for a batch to fill.")
 
 
 class OutboxSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OUTBOX_", extra="ignore")
 
     poll_interval_s: float = Field(default=0.5, gt=0)
-    batch_size: int = Field(default=200, ge=1)
+    batch_size: int = Field(default=500, ge=1)
     backoff_max_s: float = Field(default=5.0, gt=0)
+    # A record larger than this is refused by the producer and the broker (both 1 MiB by default): parked.
+    max_record_bytes: int = Field(default=1_000_000, ge=1024)
 
 
 class ServiceSettings(BaseSettings):

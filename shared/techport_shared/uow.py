@@ -1,9 +1,16 @@
 """The unit of work: one database transaction that holds a state change, the events it causes (to the
-outbox) and, for a consumer, the processed-message mark of the event that caused it."""
+outbox) and, for a consumer, the processed-message mark of the event that caused it.
+
+A service subclasses it to name its repositories (`_open`); handlers and the API see those and `commit()` /
+`rollback()`, never the session. A rollback drops the events queued since the last commit and the actions
+waiting for it. Inside `batch()` (a consumer's batch of records in one transaction) a handler's `commit()`
+only marks its record done: the batch commits once, at its end.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
@@ -33,32 +40,40 @@ class UnitOfWork:
         self._on_commit = on_commit
         self._session: AsyncSession | None = None
         self._pending: list[tuple[str, Envelope]] = []
-        self._claimed: tuple[str, str, str] | None = None
+        self._claimed: list[tuple[str, str, str]] = []
         self._after_commit: list[Callable[[], None]] = []
+        self._on_rollback: list[Callable[[], None]] = []
+        self._batch = False
+        self.committed = False
+
+    # --- what subclasses give handlers ----------------------------------------------------------------------
+    def _open(self, session: AsyncSession) -> None:
+        """Name the repositories of this service on `session` (overridden by each service)."""
 
     @property
-    def session(self) -> AsyncSession:
+    def _db(self) -> AsyncSession:
         if self._session is None:
             raise RuntimeError("use the unit of work inside `async with`")
         return self._session
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
-        self._pending = []
-        self._claimed = None
-        self._after_commit = []
+        self._pending, self._claimed, self._after_commit, self._on_rollback = [], [], [], []
+        self.committed = False
+        self._open(self._session)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        session, self._session = self.session, None
+        session, self._session = self._db, None
         try:
             if session.in_transaction():
                 await session.rollback()
         finally:
             await session.close()
 
+    # --- events and actions ---------------------------------------------------------------------------------
     def emit(self, topic: str, envelope: Envelope) -> None:
         """Queue an event; it is written to the outbox in this transaction, on commit."""
         self._pending.append((topic, envelope))
@@ -67,38 +82,85 @@ class UnitOfWork:
         """Run `action` once this transaction has committed (e.g. update an in-memory index)."""
         self._after_commit.append(action)
 
+    def on_rollback(self, action: Callable[[], None]) -> None:
+        """Run `action` if this transaction is rolled back (undo what was applied ahead of the commit)."""
+        self._on_rollback.append(action)
+
     @property
     def emitted(self) -> list[tuple[str, Envelope]]:
         return list(self._pending)
 
+    def mark(self) -> int:
+        """Where the queue of events stands, for `discard_since` (a refused record in a batch)."""
+        return len(self._pending)
+
+    def discard_since(self, mark: int) -> None:
+        """Drop the events queued since `mark`: a refused use case emits nothing."""
+        del self._pending[mark:]
+
+    # --- the processed-messages mark ------------------------------------------------------------------------
     async def claim(self, consumer: str, source: str, event_id: str) -> bool:
-        """Mark an incoming event as handled by `consumer` in this transaction. False if it already was."""
-        if await self._already_processed(consumer, source, event_id):
+        """Mark an incoming event as handled by `consumer` in this transaction. False if it already was
+        (or if a concurrent transaction marked it first; this one is then rolled back).
+
+        Inside `batch()` the marks are written together at the batch's commit, where a concurrent mark
+        raises DuplicateMessage and the caller handles the batch's records again one at a time."""
+        key = (consumer, source, event_id)
+        if key in self._claimed or await self.processed(*key):
             return False
-        table = self._tables.processed
+        self._claimed.append(key)
+        if self._batch:
+            return True
         try:
-            await self.session.execute(
-                insert(table).values(
-                    consumer=consumer, ce_source=source, ce_id=event_id, processed_at=datetime.now(UTC)
-                )
-            )
+            await self._insert_claims([key])
         except IntegrityError:
             # A concurrent handler of the same event inserted first (PostgreSQL waits for it, then refuses).
-            await self.session.rollback()
+            await self.rollback()
             return False
-        self._claimed = (consumer, source, event_id)
         return True
 
-    async def _already_processed(self, consumer: str, source: str, event_id: str) -> bool:
+    async def _insert_claims(self, keys: list[tuple[str, str, str]]) -> None:
+        now = datetime.now(UTC)
+        await self._db.execute(
+            insert(self._tables.processed),
+            [{"consumer": c, "ce_source": s, "ce_id": i, "processed_at": now} for c, s, i in keys],
+        )
+
+    async def processed(self, consumer: str, source: str, event_id: str) -> bool:
         table = self._tables.processed
-        found = await self.session.execute(
+        found = await self._db.execute(
             select(table.c.ce_id).where(
                 table.c.consumer == consumer, table.c.ce_source == source, table.c.ce_id == event_id
             )
         )
         return found.first() is not None
 
+    # --- ending the transaction -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Handlers' commits inside mark their record done; the caller commits the batch with `commit_batch`."""
+        self._batch = True
+        try:
+            yield
+        finally:
+            self._batch = False
+
     async def commit(self) -> None:
+        if self._batch:
+            self.committed = True
+            return
+        await self._commit()
+
+    async def commit_batch(self) -> None:
+        if self._claimed:
+            try:
+                await self._insert_claims(self._claimed)
+            except IntegrityError:
+                await self.rollback()
+                raise DuplicateMessage() from None
+        await self._commit()
+
+    async def _commit(self) -> None:
         now = datetime.now(UTC)
         if self._pending:
             rows = []
@@ -116,18 +178,28 @@ class UnitOfWork:
                         "attempts": 0,
                     }
                 )
-            await self.session.execute(insert(self._tables.outbox), rows)
+            await self._db.execute(insert(self._tables.outbox), rows)
         try:
-            await self.session.commit()
+            await self._db.commit()
         except IntegrityError:
-            await self.session.rollback()
-            if self._claimed is not None and await self._already_processed(*self._claimed):
+            claimed = list(self._claimed)
+            await self.rollback()
+            if any([await self.processed(*key) for key in claimed]):
                 raise DuplicateMessage() from None
             raise
+        self.committed = True
         had_events = bool(self._pending)
-        self._pending = []
+        self._pending, self._claimed, self._on_rollback = [], [], []
         if had_events and self._on_commit is not None:
             self._on_commit()
         actions, self._after_commit = self._after_commit, []
         for action in actions:
+            action()
+
+    async def rollback(self) -> None:
+        """Undo the transaction: its writes, its queued events, the actions waiting for its commit."""
+        await self._db.rollback()
+        self._pending, self._claimed, self._after_commit = [], [], []
+        undo, self._on_rollback = self._on_rollback, []
+        for action in reversed(undo):
             action()

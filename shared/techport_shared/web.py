@@ -1,5 +1,6 @@
-"""HTTP pieces every service shares: request ids, request metrics, health and readiness, the caller's identity
-and field-level 422 errors in FastAPI's shape."""
+"""HTTP pieces every service shares: request ids, request metrics, health and readiness, the caller's identity,
+bounded JSON bodies (size and depth checked before parsing), and the one place a domain refusal becomes an
+HTTP status (`http_error`): 422 with field-level details in FastAPI's shape, 403, 404, 409."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
+from techport_shared.envelope import Origin
+from techport_shared.errors import ErrorKind, Refused
 from techport_shared.identity import IDENTITY_HEADER, Identity, InvalidIdentity, verify_token
+from techport_shared.limits import MAX_EVENT_BYTES, InputTooLarge, check_json
 from techport_shared.logging import log_context
+from techport_shared.messagebus import Context, MessageBus
 from techport_shared.uow import UnitOfWork
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -124,6 +129,30 @@ Caller = Annotated[Identity, Depends(caller)]
 UoW = Annotated[UnitOfWork, Depends(unit_of_work)]
 
 
+def request_context(actor: Caller, request: Request) -> Context:
+    """Who asks, and the request as the origin of what it changes (its id is the correlation id)."""
+    return Context(actor, Origin.of_request(request_id(request)))
+
+
+def message_bus(request: Request) -> MessageBus[Any]:
+    bus: MessageBus[Any] = request.app.state.bus
+    return bus
+
+
+RequestContext = Annotated[Context, Depends(request_context)]
+Bus = Annotated[MessageBus[Any], Depends(message_bus)]
+STATUS: dict[ErrorKind, int] = {"forbidden": 403, "not_found": 404, "conflict": 409, "invalid": 422}
+
+
+def http_error(refused: Refused) -> HTTPException:
+    """A domain refusal as HTTP: 422 lists every invalid field; 403, 404 and 409 say what stood in the way."""
+    kind = refused.kind
+    problems = [p.as_dict() for p in refused.problems if p.kind == kind]
+    if kind == "invalid":
+        return field_errors_422(problems)
+    return HTTPException(STATUS[kind], detail="; ".join(f"{p['field']}: {p['message']}" for p in problems))
+
+
 def field_errors_422(errors: list[dict[str, str]], location: str = "body") -> HTTPException:
     """Domain validation errors in the shape FastAPI gives schema errors, so clients handle one shape."""
     detail = [
@@ -133,6 +162,76 @@ def field_errors_422(errors: list[dict[str, str]], location: str = "body") -> HT
     return HTTPException(422, detail=detail)
 
 
-def install(app: FastAPI, service: str, checks: Mapping[str, ReadinessCheck]) -> None:
+class BoundedBodyMiddleware:
+    """Refuses a body over `max_bytes` (413) and JSON nested deeper than the contract allows (422), before
+    anything parses it: FastAPI's JSON parser would recurse through a 50,000-deep document."""
+
+    def __init__(
+        self, app: Any, max_bytes: int = MAX_EVENT_BYTES, larger: Mapping[str, int] | None = None
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        # Paths that take more (a batch of partner events).
+        self.larger = dict(larger or {})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.larger.get(scope.get("path", ""), self.max_bytes)
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body.extend(message.get("body", b""))
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                await _answer(send, 413, f"the body is larger than {limit} bytes")
+                return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if "json" in headers.get("content-type", ""):
+            try:
+                check_json(bytes(body), "body", limit)
+            except InputTooLarge as exc:
+                await _answer(send, 422, [{"type": "value_error", "loc": [exc.field], "msg": exc.message}])
+                return
+        delivered = False
+
+        async def replay() -> Any:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _answer(send: Any, status: int, detail: Any) -> None:
+    import json
+
+    payload = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def install(
+    app: FastAPI,
+    service: str,
+    checks: Mapping[str, ReadinessCheck],
+    larger_bodies: Mapping[str, int] | None = None,
+) -> None:
+    app.add_middleware(BoundedBodyMiddleware, larger=larger_bodies)
     app.add_middleware(RequestContextMiddleware, service=service)
     app.include_router(health_router(checks))

@@ -17,9 +17,9 @@ from typing import Any
 
 import asyncpg
 import httpx
-from techport_shared.devinfra.kafka import LocalKafkaCluster, free_port
-from techport_shared.devinfra.postgres import LocalPostgres
-from techport_shared.devinfra.smtp import SmtpSink
+from techport_dev.kafka import LocalKafkaCluster, free_port
+from techport_dev.postgres import LocalPostgres
+from techport_dev.smtp import SmtpSink
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
 

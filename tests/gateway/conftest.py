@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from techport_dev.kafka import free_port
+from techport_dev.smtp import SmtpSink
 from techport_gateway.main import create_app as gateway_app
 from techport_gateway.settings import GatewaySettings
 from techport_matching.main import build as build_matching
@@ -19,8 +21,6 @@ from techport_members.main import build as build_members
 from techport_members.settings import MembersSettings
 from techport_notifications.main import build as build_notifications
 from techport_notifications.settings import NotificationsSettings, SmtpSettings
-from techport_shared.devinfra.kafka import free_port
-from techport_shared.devinfra.smtp import SmtpSink
 from techport_shared.settings import ConsumerSettings, KafkaSettings
 
 from tests.serving import serve

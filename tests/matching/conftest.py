@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+from techport_matching.keeper import IndexKeeper
 from techport_matching.main import build
-from techport_matching.service import Matching
 from techport_matching.settings import MatchingSettings
 from techport_shared.envelope import Envelope, from_record, to_binary
 from techport_shared.events import ce_type
@@ -23,6 +23,7 @@ from tests.serving import serve
 from tests.waiting import eventually
 
 SECRET = "matching-test-secret-0123456789abcdef"
+KEY = SECRET.encode()  # match ids are keyed with the identity secret unless MATCHING_REFERENCE_SECRET is set
 IJMUIDEN = {"lat": 52.4579, "lon": 4.6248}
 VELSEN_NOORD = {"lat": 52.4728, "lon": 4.6424}
 ALKMAAR = {"lat": 52.6324, "lon": 4.7534}  # ~21 km from IJmuiden
@@ -74,7 +75,7 @@ def vacancy(vacancy_id: str, company_id: str, **changes: Any) -> dict[str, Any]:
 class MatchingHarness:
     url: str
     runtime: ServiceRuntime
-    service: Matching
+    service: IndexKeeper
     bootstrap: str
 
     def client(self, identity: Identity = OPERATOR) -> httpx.AsyncClient:

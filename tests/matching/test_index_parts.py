@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from techport_matching.index import Postings, SkillBits, SkillRows, _Ids, _top
+from techport_matching.index import Ids, Postings, SkillBits, SkillRows, top
 
 SKILLS = 12  # ids 0..11 are held; 12 and 13 are asked for but held by nobody
 
@@ -54,7 +54,7 @@ entity_id = st.text(alphabet="ab9.-:_", min_size=1, max_size=12)  # what EntityI
 def test_equal_scores_are_ordered_by_id(data, built, in_id_order, later, k, skip_some) -> None:
     # Ids of different lengths (a longer one may come later, and the array widens), a build in id order or
     # not, then single additions: equal scores come out in the reference's order, by id as a string.
-    ids = _Ids()
+    ids = Ids()
     names = sorted(built) if in_id_order else list(built)
     ids.extend(names)
     for name in later:
@@ -67,7 +67,7 @@ def test_equal_scores_are_ordered_by_id(data, built, in_id_order, later, k, skip
         data.draw(st.lists(st.sampled_from([0.25, 0.5, 0.75]), min_size=len(names), max_size=len(names)))
     )
     skip = set(names[::3]) if skip_some else set()
-    found = _top(ids, np.arange(len(names)), scores, 0.5, k, skip)
+    found = top(ids, np.arange(len(names)), scores, 0.5, k, skip)
     expected = sorted(
         (
             (name, score)

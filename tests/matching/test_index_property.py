@@ -10,14 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from techport_matching.domain import (
     EPSILON,
-    KINDS,
-    LEVELS,
     StudentProfile,
     VacancyProfile,
     reference_matches_for_student,
     reference_matches_for_vacancy,
 )
-from techport_matching.index import Gates, MatchingIndex, _contenders, _scores
+from techport_matching.index import Gates, MatchingIndex, combined_scores, contenders
+from techport_shared.events import KINDS, LEVELS
 
 SKILLS = [f"skill.{i}" for i in range(12)]
 coordinate = st.one_of(st.none(), st.tuples(st.floats(52.2, 52.7), st.floats(4.4, 5.2)))
@@ -218,11 +217,11 @@ def test_the_cut_before_preferred_skills_keeps_everyone_who_can_make_the_top(
         data.draw(st.lists(st.sampled_from([0.0, 0.125, 0.25, 0.5]), min_size=size, max_size=size))
     )
     slots = np.arange(size)
-    scores = _scores(coverage, half_preferred, half_reach, size)
+    scores = combined_scores(coverage, half_preferred, half_reach, size)
     best = sorted(
         (-score, int(slot)) for slot, score in zip(slots, scores, strict=True) if score >= min_score
     )
-    kept, kept_coverage, kept_reach = _contenders(slots, coverage, half_reach, min_score, want)
+    kept, kept_coverage, kept_reach = contenders(slots, coverage, half_reach, min_score, want)
     assert {slot for _, slot in best[:want]} <= set(kept.tolist())
     assert np.array_equal(kept_coverage, coverage[kept]) and np.array_equal(kept_reach, half_reach[kept])
 
@@ -279,7 +278,7 @@ def test_students_added_after_warming_count_at_a_site_made_ahead(data, min_score
     for count, student in enumerate(people[20:], start=21):
         index.upsert_student(student)
         if count % 5 == 0:
-            assert index._in_reach_of(vacancy, index._students.size) is not None  # the kept mask is tested
+            assert index.reach_is_kept(vacancy)  # the kept mask is tested
             _same(
                 index.match_vacancy(vacancy, min_score, 40),
                 reference_matches_for_vacancy(vacancy, people[:count], min_score, 40),

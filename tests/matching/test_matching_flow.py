@@ -10,7 +10,7 @@ from techport_shared.identity import organisation
 from techport_shared.topics import MATCHES, PARTNERSHIPS, STUDENTS, VACANCIES
 
 from tests.kafka_helpers import produce
-from tests.matching.conftest import ALKMAAR, DEN_HELDER, running_matching, student, uid, vacancy
+from tests.matching.conftest import ALKMAAR, DEN_HELDER, KEY, running_matching, student, uid, vacancy
 
 FOUND, WITHDRAWN = ce_type("match.found"), ce_type("match.withdrawn")
 
@@ -44,7 +44,7 @@ async def test_student_then_vacancy_and_the_other_order_give_one_explained_match
     assert 2.0 < reasons["distance_km"] < 2.6
     assert reasons["level_ok"] and reasons["kind_ok"]
     assert 0.74 < match.data["score"] < 0.76  # 3 of 4 required skills
-    assert match.data["match_id"] == match_id(first_student, first_vacancy)
+    assert match.data["match_id"] == match_id(first_student, first_vacancy, KEY)
     assert match.data["organisation_id"] == company and match.data["school_id"] == school
     assert match.causationid == posted.id and match.correlationid == "corr-hr-42"
     assert match.subject == first_student  # keyed by student id
@@ -112,7 +112,7 @@ async def test_closing_withdraws_and_erasure_withdraws_and_stops_matching(matchi
     [withdrawn] = await matching.events(
         MATCHES.name, lambda e: e.type == WITHDRAWN and e.causationid == erasure.id
     )
-    assert withdrawn.data == {"match_id": match_id(erased, vacancy_id), "reason": "student erased"}
+    assert withdrawn.data == {"match_id": match_id(erased, vacancy_id, KEY), "reason": "student erased"}
     # A late update does not bring the student back, and a new vacancy does not match them.
     await matching.student(student(erased, school), type_="student.updated")
     later = uid("vac")
@@ -134,7 +134,7 @@ async def test_closing_withdraws_and_erasure_withdraws_and_stops_matching(matchi
     [closed] = await matching.events(
         MATCHES.name, lambda e: e.type == WITHDRAWN and e.causationid == closing.id
     )
-    assert closed.data == {"match_id": match_id(keeps, vacancy_id), "reason": "vacancy closed: filled"}
+    assert closed.data == {"match_id": match_id(keeps, vacancy_id, KEY), "reason": "vacancy closed: filled"}
     async with matching.client() as client:
         remaining = (await client.get(f"/students/{keeps}/matches")).json()
     assert [m["vacancy_id"] for m in remaining] == [later]
@@ -208,8 +208,13 @@ async def test_matches_over_http_best_first_and_a_company_sees_no_contact_detail
     await matching.events(MATCHES.name, lambda e: e.data.get("vacancy_id") == vacancy_id, count=2)
     async with matching.client(organisation(company)) as as_company:
         candidates = (await as_company.get(f"/vacancies/{vacancy_id}/matches")).json()
-        assert [c["student_id"] for c in candidates] == [strong, weak]
-        assert set(candidates[0]) >= {"given_name", "level", "programme", "matched_skills", "score"}
+        # Under an opaque reference per (vacancy, student), not the student's id.
+        assert [c["match_id"] for c in candidates] == [match_id(strong, vacancy_id, KEY), match_id(weak, vacancy_id, KEY)]
+        assert set(candidates[0]) == {
+            "match_id", "given_name", "level", "programme", "matched_skills", "distance_km", "score"
+        }  # fmt: skip
+        assert strong not in str(candidates) and weak not in str(candidates)
+        assert all(isinstance(c["distance_km"], int) for c in candidates)  # whole kilometres
         assert (
             "email" not in str(candidates)
             and "postcode" not in str(candidates)

@@ -14,8 +14,9 @@ from techport_shared.envelope import Envelope, from_record, to_binary, to_struct
 from techport_shared.events import ce_type
 from techport_shared.identity import IDENTITY_HEADER, OPERATOR, Identity, issue_token, organisation
 from techport_shared.runtime import ServiceRuntime
+from techport_shared.sealing import key_id, open_sealed
 from techport_shared.settings import ConsumerSettings, KafkaSettings
-from techport_shared.topics import PARTNER_INGRESS
+from techport_shared.topics import partner_topics
 
 from tests.kafka_helpers import produce, read_topic
 from tests.serving import serve
@@ -103,9 +104,28 @@ class Members:
                 assert response.status_code == 201, response.text
         return school, company
 
-    async def publish(self, event: Envelope, structured: bool = False) -> None:
+    async def publish(self, event: Envelope, structured: bool = False, as_partner: str | None = None) -> None:
+        """On the ingress topic of `as_partner`, by default the organisation the event's source names."""
         record = to_structured(event) if structured else to_binary(event)
-        await produce(self.bootstrap, PARTNER_INGRESS.name, record)
+        partner = as_partner or event.source.removeprefix("/partners/")
+        await produce(self.bootstrap, partner_topics(partner).ingress, record)
+
+    async def rejections(
+        self, partner: str, ids: list[str], settle_s: float = 0.0, count: int | None = None
+    ) -> list[Envelope]:
+        """The rejections on `partner`'s own rejected topic of the events with these ids."""
+        return await self.events(
+            partner_topics(partner).rejected,
+            lambda e: e.data.get("ce_id") in ids,
+            count=len(ids) if count is None else count,
+            settle_s=settle_s,
+        )
+
+    async def unsealed(self, event: Envelope) -> dict[str, Any]:
+        """A student event's data with its personal fields opened with members' key for the student."""
+        async with self.runtime.uow() as uow:
+            keys = await uow.members.student_keys({event.data["student_id"]: key_id(event.data)})
+        return open_sealed(event.data, keys[event.data["student_id"]])
 
     async def wait(self, check: Callable[[], Any], timeout_s: float = 30) -> Any:
         return await eventually(check, timeout_s)

@@ -1,4 +1,5 @@
-"""Partner ingress over the real broker, on SQLite and PostgreSQL."""
+"""Partner ingress over the real broker, on SQLite and PostgreSQL: each partner writes its own ingress topic
+and reads its own rejected topic."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from techport_shared.envelope import Envelope, KafkaRecord, to_binary
 from techport_shared.events import ce_type
 from techport_shared.identity import organisation
-from techport_shared.topics import PARTNER_INGRESS, PARTNER_INGRESS_REJECTED, STUDENTS, VACANCIES
+from techport_shared.topics import STUDENTS, VACANCIES, partner_topics
 
 from tests.kafka_helpers import produce
 from tests.members.conftest import partner_event, student_data, uid, vacancy_data
@@ -48,7 +49,9 @@ async def test_partner_events_become_records_and_canonical_events_with_ids_carri
     assert registered.type == ce_type("student.registered")
     assert registered.correlationid == "school-batch-7"  # the partner's correlation id, carried through
     assert registered.source == "/members" and registered.subject == student_id
-    assert registered.data == student
+    # On the topic the student's personal fields are sealed; opened with its key they are what is stored.
+    assert "given_name" not in registered.data and "email" not in registered.data
+    assert await members.unsealed(registered) == student
     [posted] = await members.events(VACANCIES.name, lambda e: e.causationid == vacancy_event.id)
     assert posted.correlationid == vacancy_event.id  # no correlation id given: the partner event starts one
     assert posted.type == ce_type("vacancy.posted")
@@ -75,8 +78,8 @@ async def test_a_duplicate_delivery_changes_nothing_and_emits_nothing(members) -
 
 def _bad_inputs(
     school: str, other_school: str, company: str, other_company: str
-) -> list[tuple[str, object, str]]:
-    """(name, event or raw record, the field its rejection must name)."""
+) -> list[tuple[str, object, str, str]]:
+    """(name, event or raw record, the field its rejection must name, the partner whose topic it is on)."""
     sid, vid = "stu-bad", "vac-bad"
     good_student = student_data(sid, school)
     good_vacancy = vacancy_data(vid, company)
@@ -88,7 +91,7 @@ def _bad_inputs(
         return partner_event(company, "vacancy.posted", good_vacancy | changes, vid)
 
     headers = to_binary(student()).headers
-    return [
+    cases: list[tuple[str, object, str]] = [
         (
             "not JSON",
             KafkaRecord(b"stu-bad", b"{this is not json", dict(headers) | {"ce_id": uid("raw").encode()}),
@@ -103,6 +106,11 @@ def _bad_inputs(
         (
             "source not a partner path",
             Envelope(type=ce_type("student.registered"), source="/hackers", data=good_student),
+            "ce_source",
+        ),
+        (
+            "another partner's source",
+            partner_event(other_school, "student.registered", student_data(sid, other_school), sid),
             "ce_source",
         ),
         ("another school's student", student(school_id=other_school), "data.school_id"),
@@ -170,6 +178,17 @@ def _bad_inputs(
             "data.student_id",
         ),
     ]
+    # Each goes on the topic of the partner that sends it: the company's on the company's, the rest on the
+    # school's (whatever source the event claims).
+    return [
+        (
+            name,
+            item,
+            field,
+            company if isinstance(item, Envelope) and item.source == f"/partners/{company}" else school,
+        )
+        for name, item, field in cases
+    ]
 
 
 async def test_bad_inputs_are_rejected_with_every_error_and_nothing_is_stored(members) -> None:
@@ -178,22 +197,23 @@ async def test_bad_inputs_are_rejected_with_every_error_and_nothing_is_stored(me
     cases = _bad_inputs(school, other_school, company, other_company)
     assert len(cases) >= 12
     ids = []
-    for _name, item, _field in cases:
+    for _name, item, _field, partner in cases:
         if isinstance(item, KafkaRecord):
-            await produce(members.bootstrap, PARTNER_INGRESS.name, item)
+            await produce(members.bootstrap, partner_topics(partner).ingress, item)
             ids.append(item.headers["ce_id"].decode())
         else:
-            await members.publish(item)
+            await members.publish(item, as_partner=partner)
             ids.append(item.id)
-    rejections = await members.events(
-        PARTNER_INGRESS_REJECTED.name, lambda e: e.data.get("ce_id") in ids, count=len(cases), settle_s=1.0
-    )
-    by_id = {e.data["ce_id"]: e for e in rejections}
+    by_id = {}
+    for partner in (school, company):
+        sent = [event_id for (*_, sender), event_id in zip(cases, ids, strict=True) if sender == partner]
+        for rejection in await members.rejections(partner, sent, settle_s=1.0):
+            by_id[rejection.data["ce_id"]] = rejection
     missing = [
-        name for (name, _item, _field), event_id in zip(cases, ids, strict=True) if event_id not in by_id
+        name for (name, _item, _field, _p), event_id in zip(cases, ids, strict=True) if event_id not in by_id
     ]
     assert not missing, f"not rejected: {missing}"
-    for (name, _item, field), event_id in zip(cases, ids, strict=True):
+    for (name, _item, field, _p), event_id in zip(cases, ids, strict=True):
         fields = [error["field"] for error in by_id[event_id].data["errors"]]
         assert field in fields, f"{name}: rejection names {fields}, not {field}"
     # Every error is reported, not only the first.
@@ -201,9 +221,7 @@ async def test_bad_inputs_are_rejected_with_every_error_and_nothing_is_stored(me
         school, "student.registered", student_data("stu-x", school, level="x", seeking=[], email="y"), "x"
     )
     await members.publish(several)
-    [rejection] = await members.events(
-        PARTNER_INGRESS_REJECTED.name, lambda e: e.data.get("ce_id") == several.id
-    )
+    [rejection] = await members.rejections(school, [several.id])
     assert {"data.level", "data.seeking", "data.email"} <= {e["field"] for e in rejection.data["errors"]}
     assert rejection.subject == school  # keyed by the partner's organisation id
 
@@ -212,11 +230,15 @@ async def test_bad_inputs_are_rejected_with_every_error_and_nothing_is_stored(me
         assert (await client.get("/vacancies/vac-bad")).status_code == 404
     assert await _count_rows(members, "students") == 0
     assert await _count_rows(members, "vacancies") == 0
+    # Nothing of the other partners' changed, and nothing reached their rejected topics.
+    assert await members.rejections(other_school, ids, settle_s=1.0, count=0) == []
 
 
 async def test_a_good_event_after_bad_ones_is_still_stored(members) -> None:
     school, _ = await members.setup_network()
-    await produce(members.bootstrap, PARTNER_INGRESS.name, KafkaRecord(b"x", b"\x00\xff garbage", {}))
+    await produce(
+        members.bootstrap, partner_topics(school).ingress, KafkaRecord(b"x", b"\x00\xff garbage", {})
+    )
     student_id = uid("stu")
     await members.publish(
         partner_event(school, "student.registered", student_data(student_id, school), student_id)
@@ -252,6 +274,6 @@ async def test_api_and_ingress_give_the_same_state_and_the_same_events(members) 
     events = await members.events(STUDENTS.name, lambda e: e.subject in (via_api, via_ingress), count=2)
     by_subject = {e.subject: e for e in events}
     assert by_subject[via_api].type == by_subject[via_ingress].type == ce_type("student.registered")
-    assert without_id(by_subject[via_api].data, via_api) == without_id(
-        by_subject[via_ingress].data, via_ingress
+    assert without_id(await members.unsealed(by_subject[via_api]), via_api) == without_id(
+        await members.unsealed(by_subject[via_ingress]), via_ingress
     )

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from techport_dev.kafka import free_port
+from techport_dev.smtp import SmtpSink
 from techport_notifications.main import build
-from techport_notifications.service import Notifications
+from techport_notifications.sender import Sender
 from techport_notifications.settings import NotificationsSettings, SmtpSettings
-from techport_shared.devinfra.kafka import free_port
-from techport_shared.devinfra.smtp import SmtpSink
 from techport_shared.envelope import Envelope, from_record, to_binary
 from techport_shared.events import ce_type
 from techport_shared.identity import IDENTITY_HEADER, OPERATOR, issue_token
@@ -36,7 +36,7 @@ def uid(prefix: str) -> str:
 class Harness:
     url: str
     runtime: ServiceRuntime
-    service: Notifications
+    service: Sender
     sink: SmtpSink
     bootstrap: str
 

@@ -7,9 +7,12 @@ import re
 
 import httpx
 from sqlalchemy.exc import OperationalError
-from techport_notifications import service as service_module
-from techport_notifications.service import retry_failed
+from techport_notifications import sender as sender_module
+from techport_notifications.handlers import RetryFailed
+from techport_shared.envelope import Origin
 from techport_shared.events import ce_type
+from techport_shared.identity import OPERATOR
+from techport_shared.messagebus import Context
 from techport_shared.uow import UnitOfWork
 
 from tests.notifications.conftest import running_notifications, uid
@@ -66,8 +69,13 @@ async def test_three_matches_in_the_window_are_one_dutch_email_with_a_working_un
 
     async with httpx.AsyncClient() as client:
         assert (await client.get(link.replace("token=", "token=x"))).status_code == 400  # tampered
-        assert (await client.get(link)).status_code == 200
-    # After unsubscribing, a new match is suppressed: no email.
+        page = await client.get(link)  # what a person (or a mail scanner) opening the link sees
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "Afmelden" in page.text and "<form" in page.text
+        # The button: the page's form, posted.
+        token = re.search(r'name="token" value="([^"]+)"', page.text).group(1)
+        done = await client.post(link.split("?")[0], data={"token": token})
+        assert done.status_code == 200 and "afgemeld" in done.text    # After unsubscribing, a new match is suppressed: no email.
     later = uid("vac")
     await n.vacancy(later, company, "Nog een vacature")
     await n.match(student, later, company)
@@ -129,7 +137,7 @@ async def test_smtp_down_past_the_retries_fails_and_the_retry_command_delivers(n
     [failed] = await n.notices(lambda e: e.type == FAILED and e.data["recipient_id"] == student, timeout_s=40)
     assert failed.data["error"]
     n.sink.start()
-    assert await retry_failed(n.runtime.sessions) >= 1
+    assert await n.service.bus.handle(RetryFailed(), Context(OPERATOR, Origin.of_request("test"))) >= 1
     [mail] = await n.wait(lambda: n.mails_to(email))
     assert "Werkvoorbereider" in _text(mail)
 
@@ -175,7 +183,7 @@ async def test_the_database_gone_right_after_the_smtp_server_accepted_sends_no_s
     n = notifications
     loop = asyncio.get_running_loop()
     outage = {"until": 0.0, "refused": 0}
-    real_send, real_commit = service_module.send, UnitOfWork.commit
+    real_send, real_commit = sender_module.send, UnitOfWork.commit
 
     async def send_then_lose_the_database(settings, message) -> None:
         await real_send(settings, message)
@@ -187,7 +195,7 @@ async def test_the_database_gone_right_after_the_smtp_server_accepted_sends_no_s
             raise OperationalError("COMMIT", {}, ConnectionResetError("the database went away"))
         await real_commit(self)
 
-    monkeypatch.setattr(service_module, "send", send_then_lose_the_database)
+    monkeypatch.setattr(sender_module, "send", send_then_lose_the_database)
     monkeypatch.setattr(UnitOfWork, "commit", commit_unless_away)
     student = uid("stu")
     email = await n.student(student)
@@ -210,7 +218,7 @@ async def test_a_send_whose_sender_stopped_mid_send_goes_out_when_its_claim_laps
     async def hang(settings, message) -> None:
         await never.wait()
 
-    monkeypatch.setattr(service_module, "send", hang)
+    monkeypatch.setattr(sender_module, "send", hang)
     student = uid("stu")
     async with running_notifications(db_url, kafka_topics, smtp_sink, group, sending_claim_s=2.0) as before:
         email = await before.student(student)

@@ -4,7 +4,7 @@ import json
 import uuid
 
 import pytest
-from techport_shared.envelope import Envelope, EnvelopeError, from_record, to_binary, to_structured
+from techport_shared.envelope import Envelope, EnvelopeError, Origin, from_record, to_binary, to_structured
 
 from tests.kafka_helpers import fresh_topic, header, produce, read_topic
 
@@ -37,8 +37,8 @@ def test_binary_mode_headers_follow_the_contract() -> None:
 
 def test_caused_event_carries_correlation_and_names_its_cause() -> None:
     first = Envelope(type="t", source="/s", data={})
-    second = first.caused("t2", "/members", {"a": 1}, subject="x")
-    third = second.caused("t3", "/matching", {})
+    second = Origin.of_event(first).event("t2", "/members", {"a": 1}, subject="x")
+    third = Origin.of_event(second).event("t3", "/matching", {})
     assert second.correlationid == first.id and second.causationid == first.id
     assert third.correlationid == first.id and third.causationid == second.id
 

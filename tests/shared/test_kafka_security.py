@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
-from techport_shared.devinfra.kafka import LocalKafkaCluster
+from techport_dev.kafka import LocalKafkaCluster
 from techport_shared.envelope import KafkaRecord
 from techport_shared.kafka import BrokerPublisher, create_broker, ensure_topics
 from techport_shared.settings import KafkaSettings

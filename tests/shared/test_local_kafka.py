@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from techport_shared.devinfra.kafka import LocalKafkaCluster
+from techport_dev.kafka import LocalKafkaCluster
 from techport_shared.envelope import Envelope, to_binary
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings

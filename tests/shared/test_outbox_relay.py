@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from techport_shared.devinfra.kafka import LocalKafkaCluster
+from techport_dev.kafka import LocalKafkaCluster
 from techport_shared.envelope import Envelope, from_record
 from techport_shared.kafka import BrokerPublisher, create_broker
 from techport_shared.outbox import OutboxRelay

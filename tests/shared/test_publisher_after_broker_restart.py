@@ -13,7 +13,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from techport_shared.devinfra.kafka import LocalKafkaCluster
+from techport_dev.kafka import LocalKafkaCluster
 from techport_shared.envelope import KafkaRecord
 from techport_shared.kafka import BrokerPublisher, create_broker, ensure_topics
 from techport_shared.settings import KafkaSettings

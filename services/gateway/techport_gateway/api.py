@@ -1,11 +1,16 @@
 """The one HTTP entrance: `/api/v1/...` with API keys, per-key rate limits, the caller's identity passed on as
-a signed short-lived token, and routing to members, matching and notifications over pooled clients."""
+a signed short-lived token, and routing to members, matching and notifications over pooled clients.
+
+Only the contract's routes are forwarded, matched on the decoded, normalised path (`domain.match`); anything
+else is 404 here, before any service sees it. Keys are looked up once and cached for a few seconds (a revoked
+key stops working within GATEWAY_KEY_CACHE_S), and an identity token is reused while it has life left.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -26,6 +31,12 @@ from techport_gateway.store import KeyRepository
 
 log = get_logger(__name__)
 _FORWARDED_HEADERS = ("content-type", "accept", "accept-language")
+# A person's browser may show what a service answers (the unsubscribe page): nothing runs, nothing sniffs.
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @dataclass
@@ -35,17 +46,27 @@ class Caller:
 
 
 @dataclass
+class _KnownKey:
+    organisation_id: str
+    key_hash: str
+    revoked: bool
+    checked_at: float
+
+
+@dataclass
 class Gateway:
     settings: GatewaySettings
     sessions: SessionFactory
     clients: dict[str, httpx.AsyncClient]
     limiter: MovingWindowRateLimiter
     rate_limits: list[RateLimitItem]
+    _keys: dict[str, _KnownKey] = field(default_factory=dict)
+    _tokens: dict[tuple[str, str | None], tuple[str, float]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: GatewaySettings, sessions: SessionFactory) -> Gateway:
         timeout = httpx.Timeout(settings.upstream_timeout_s, connect=2.0)
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         urls = {
             "members": settings.members_url,
             "matching": settings.matching_url,
@@ -61,6 +82,40 @@ class Gateway:
     async def close(self) -> None:
         for client in self.clients.values():
             await client.aclose()
+
+    async def key(self, key_id: str) -> _KnownKey | None:
+        """The key's record, from the cache while it is fresh: revocation is honoured within the cache time."""
+        now = time.monotonic()
+        known = self._keys.get(key_id)
+        if known is not None and now - known.checked_at < self.settings.key_cache_s:
+            return known
+        async with self.sessions() as session:
+            row = await KeyRepository(session).get(key_id)
+        if row is None:
+            self._keys.pop(key_id, None)
+            return None
+        if len(self._keys) > 10_000:
+            self._keys.clear()  # a bound, whatever keys are tried
+        known = _KnownKey(row.organisation_id, row.key_hash, row.revoked_at is not None, now)
+        self._keys[key_id] = known
+        return known
+
+    def forget_key(self, key_id: str) -> None:
+        self._keys.pop(key_id, None)
+
+    def token(self, identity: Identity) -> str:
+        """A signed identity token, reused while it has more than a third of its life left."""
+        cache_key = (identity.role, identity.organisation_id)
+        now = time.time()
+        found = self._tokens.get(cache_key)
+        ttl = self.settings.identity_ttl_s
+        if found is not None and found[1] - now > ttl / 3:
+            return found[0]
+        token = issue_token(identity, self.settings.identity_secret.get_secret_value(), ttl)
+        if len(self._tokens) > 10_000:
+            self._tokens.clear()
+        self._tokens[cache_key] = (token, now + ttl)
+        return token
 
 
 def gateway(request: Request) -> Gateway:
@@ -81,20 +136,17 @@ async def authenticate(request: Request, gw: Annotated[Gateway, Depends(gateway)
         caller = Caller(OPERATOR, "operator")
     else:
         parsed = domain.parse(key)
-        row = None
-        if parsed is not None:
-            async with gw.sessions() as session:
-                row = await KeyRepository(session).get(parsed[0])
+        known = await gw.key(parsed[0]) if parsed is not None else None
         if (
             parsed is None
-            or row is None
-            or row.revoked_at is not None
-            or not domain.same(domain.digest(parsed[1]), row.key_hash)
+            or known is None
+            or known.revoked
+            or not domain.same(domain.digest(parsed[1]), known.key_hash)
         ):
             raise HTTPException(
                 401, detail="unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
             )
-        caller = Caller(organisation(row.organisation_id), row.key_id)
+        caller = Caller(organisation(known.organisation_id), parsed[0])
     for limit in gw.rate_limits:
         if not await gw.limiter.hit(limit, caller.key_id):
             stats = await gw.limiter.get_window_stats(limit, caller.key_id)
@@ -113,28 +165,28 @@ router = APIRouter(prefix="/api/v1")
 async def _forward(
     gw: Gateway,
     request: Request,
-    path: str,
+    matched: domain.Match,
     identity: Identity | None,
     body: bytes | None = None,
     method: str | None = None,
 ) -> httpx.Response:
-    service = domain.upstream(path)
-    if service is None:
-        raise HTTPException(404, detail=f"no such path: /api/v1/{path}")
+    """Send the request on to the service the route names, at the route's canonical path."""
+    service = matched.route.service
     headers = {name: value for name in _FORWARDED_HEADERS if (value := request.headers.get(name))}
+    if matched.route.template == ("events",):
+        # The CloudEvents HTTP binding's binary mode carries the event's attributes as ce-* headers.
+        headers.update(
+            {name: value for name, value in request.headers.items() if name.lower().startswith("ce-")}
+        )
     headers[REQUEST_ID_HEADER] = request_id(request)
     if identity is not None:
-        headers[IDENTITY_HEADER] = issue_token(
-            identity, gw.settings.identity_secret.get_secret_value(), gw.settings.identity_ttl_s
-        )
+        headers[IDENTITY_HEADER] = gw.token(identity)
     if body is None:
         body = await request.body()
-    if len(body) > gw.settings.max_body_bytes:
-        raise HTTPException(413, detail=f"the body is larger than {gw.settings.max_body_bytes} bytes")
     try:
         return await gw.clients[service].request(
             method or request.method,
-            "/" + quote(path, safe="/"),
+            "/" + quote(matched.path, safe="/:"),
             params=request.query_params,
             content=body,
             headers=headers,
@@ -147,22 +199,31 @@ async def _forward(
 
 
 def _relay(response: httpx.Response) -> Response:
-    return Response(
+    relayed = Response(
         content=response.content,
         status_code=response.status_code,
         media_type=response.headers.get("content-type"),
     )
+    relayed.headers.update(_SECURITY_HEADERS)
+    return relayed
+
+
+def _matched(request: Request, path: str) -> domain.Match:
+    try:
+        return domain.match(request.method, path, request.scope.get("raw_path") or b"")
+    except domain.NoRoute as no_route:
+        raise HTTPException(no_route.status, detail=no_route.detail) from None
 
 
 @router.post(
     "/organisations",
     status_code=201,
-    summary="Register an organisation (operator); its API key is shown once",
+    summary="Register an organisation (operator); its API key is shown once, with its Kafka topics",
 )
 async def register_organisation(request: Request, caller: Authenticated, gw: Service) -> Response:
     if not caller.identity.is_operator:
         raise HTTPException(403, detail="only an operator registers organisations")
-    upstream = await _forward(gw, request, "organisations", caller.identity)
+    upstream = await _forward(gw, request, _matched(request, "organisations"), caller.identity)
     if upstream.status_code != 201:
         return _relay(upstream)
     registered: dict[str, Any] = upstream.json()
@@ -177,11 +238,13 @@ async def register_organisation(request: Request, caller: Authenticated, gw: Ser
     "/organisations/{organisation_id}/api-keys", status_code=201, summary="Mint another key (operator)"
 )
 async def mint_key(
-    organisation_id: str, request: Request, caller: Authenticated, gw: Service
+    organisation_id: EntityId, request: Request, caller: Authenticated, gw: Service
 ) -> dict[str, str]:
     if not caller.identity.is_operator:
         raise HTTPException(403, detail="only an operator mints keys")
-    upstream = await _forward(gw, request, f"organisations/{organisation_id}", caller.identity, b"", "GET")
+    # Only a registered organisation gets a key: ask members for it, as a GET of the organisation.
+    organisation_route = domain.match("GET", f"organisations/{organisation_id}", b"")
+    upstream = await _forward(gw, request, organisation_route, caller.identity, b"", "GET")
     if upstream.status_code != 200:
         raise HTTPException(upstream.status_code, detail=upstream.json().get("detail"))
     minted = domain.mint()
@@ -199,14 +262,29 @@ async def revoke_key(key_id: EntityId, caller: Authenticated, gw: Service) -> Re
         if not await KeyRepository(session).revoke(key_id):
             raise HTTPException(404, detail=f"unknown key {key_id}")
         await session.commit()
+    gw.forget_key(key_id)  # this gateway at once; other replicas within their cache time
     return Response(status_code=204)
 
 
-@router.get("/unsubscribe", summary="Stop email for a recipient (the signed token is the credential)")
+@router.get("/unsubscribe", summary="A page to stop email (the signed token in the link is the credential)")
+async def unsubscribe_page(request: Request, gw: Service) -> Response:
+    return _relay(await _forward(gw, request, _matched(request, "unsubscribe"), None))
+
+
+@router.post("/unsubscribe", summary="Stop email: the page's button, or a mail client's one-click (RFC 8058)")
 async def unsubscribe(request: Request, gw: Service) -> Response:
-    return _relay(await _forward(gw, request, "unsubscribe", None))
+    return _relay(await _forward(gw, request, _matched(request, "unsubscribe"), None))
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PATCH", "DELETE"], include_in_schema=False)
-async def proxy(path: str, request: Request, caller: Authenticated, gw: Service) -> Response:
-    return _relay(await _forward(gw, request, path, caller.identity))
+@router.post("/unsubscribe/undo", summary="Receive email again (the signed token is the credential)")
+async def resubscribe(request: Request, gw: Service) -> Response:
+    return _relay(await _forward(gw, request, _matched(request, "unsubscribe/undo"), None))
+
+
+@router.api_route("/{path:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"], include_in_schema=False)
+async def proxy(path: str, request: Request, gw: Service) -> Response:
+    matched = _matched(request, path)  # 404 before anything else: no key is checked for a path that is not
+    if matched.route.service == "gateway":
+        raise HTTPException(404, detail="no such path")
+    caller = None if matched.route.public else await authenticate(request, gw)
+    return _relay(await _forward(gw, request, matched, caller.identity if caller else None))

@@ -42,22 +42,100 @@ def same(a: str, b: str) -> bool:
 
 
 SERVICES = ("members", "matching", "notifications")
+# An id in a path: the contract's ids, and never a dot segment.
+_ID = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route of the contract (section 5): which methods, which service answers, whether a key is needed."""
+
+    template: tuple[str, ...]  # segments; "{}" is an id
+    methods: frozenset[str]
+    service: str  # a service's name, or "gateway" for what the gateway answers itself
+    public: bool = False  # the signed token in an unsubscribe link is its own credential
+
+
+def _route(path: str, methods: str, service: str, public: bool = False) -> Route:
+    segments = tuple("{}" if part.startswith("{") else part for part in path.strip("/").split("/"))
+    return Route(segments, frozenset(methods.split()), service, public)
+
+
+ROUTES: tuple[Route, ...] = (
+    _route("organisations", "POST", "gateway"),
+    _route("organisations/{id}", "GET", "members"),
+    _route("organisations/{id}/api-keys", "POST", "gateway"),
+    _route("api-keys/{key_id}", "DELETE", "gateway"),
+    _route("students", "POST", "members"),
+    _route("students/{id}", "GET PATCH DELETE", "members"),
+    _route("students/{id}/matches", "GET", "matching"),
+    _route("vacancies", "POST", "members"),
+    _route("vacancies/{id}", "GET", "members"),
+    _route("vacancies/{id}/close", "POST", "members"),
+    _route("vacancies/{id}/matches", "GET", "matching"),
+    _route("partnerships", "GET POST", "matching"),
+    _route("partnerships/{id}/accept", "POST", "matching"),
+    _route("notifications", "GET", "notifications"),
+    _route("unsubscribe", "GET POST", "notifications", public=True),
+    _route("unsubscribe/undo", "POST", "notifications", public=True),
+    _route("events", "POST", "members"),
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    path: str  # the canonical path to forward, as the route names it
+    ids: tuple[str, ...]
+
+
+class NoRoute(LookupError):
+    """No route of the contract: 404 (or 405 when the path is known but not the method)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def match(method: str, path: str, raw_path: bytes) -> Match:
+    """The route a request asks for, matched on its decoded, normalised path (without /api/v1).
+
+    Dot segments, empty segments and encoded separators never reach a service: `/a/../metrics` or
+    `%2e%2e` or `a%2Fb` would otherwise name another route than the one the key was checked for."""
+    lowered = raw_path.lower()
+    if b"%2f" in lowered or b"%5c" in lowered or "\\" in path:
+        raise NoRoute(404, "no such path")
+    segments = path.strip("/").split("/") if path.strip("/") else []
+    if any(part in ("", ".", "..") for part in segments) or "//" in path:
+        raise NoRoute(404, "no such path")
+    known_path = False
+    for route in ROUTES:
+        if len(route.template) != len(segments):
+            continue
+        ids = []
+        for expected, actual in zip(route.template, segments, strict=True):
+            if expected == "{}":
+                if not _ID.match(actual):
+                    break
+                ids.append(actual)
+            elif expected != actual:
+                break
+        else:
+            known_path = True
+            if method in route.methods:
+                return Match(route, "/".join(segments), tuple(ids))
+    if known_path:
+        raise NoRoute(405, f"{method} is not allowed here")
+    raise NoRoute(404, "no such path")
 
 
 def upstream(path: str) -> str | None:
-    """Which service answers a public path (without /api/v1)."""
-    parts = [p for p in path.split("/") if p]
-    if not parts:
-        return None
-    head = parts[0]
-    if head in ("students", "vacancies") and len(parts) == 3 and parts[2] == "matches":
-        return "matching"
-    if head == "partnerships":
-        return "matching"
-    if head in ("notifications", "unsubscribe"):
-        return "notifications"
-    if head in ("organisations", "students", "vacancies"):
-        return "members"
+    """Which service answers a public path (without /api/v1), for composing the OpenAPI document."""
+    segments = tuple("{}" if part.startswith("{") else part for part in path.strip("/").split("/"))
+    for route in ROUTES:
+        if route.template == segments:
+            return route.service
     return None
 
 

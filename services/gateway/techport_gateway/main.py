@@ -12,6 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from techport_shared import web
 from techport_shared.db import create_engine, session_factory
+from techport_shared.limits import MAX_BATCH_BYTES
 from techport_shared.logging import configure_logging
 from techport_shared.migrations import upgrade
 
@@ -56,7 +57,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
         return check
 
-    web.install(app, "gateway", {name: reachable(name) for name in gw.clients})
+    web.install(
+        app,
+        "gateway",
+        {name: reachable(name) for name in gw.clients},
+        larger_bodies={"/api/v1/events": MAX_BATCH_BYTES},
+    )
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:

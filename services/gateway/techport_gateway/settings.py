@@ -26,4 +26,5 @@ class GatewaySettings(BaseSettings):
     # Per key; the `limits` notation, several allowed: "20/second;600/minute".
     rate_limit: str = "20/second;600/minute"
     upstream_timeout_s: float = Field(10.0, gt=0)
-    max_body_bytes: int = Field(1_048_576, ge=1024)
+    # How long a looked-up key is trusted before it is read again: a revoked key stops within this.
+    key_cache_s: float = Field(5.0, ge=0)

@@ -1,27 +1,24 @@
 """Matching's HTTP API: matches of a student or a vacancy (best first, with reasons) and partnerships.
 
-A school sees its students' matches; a company sees its vacancies' candidates by first name, level, programme
-and matched skills only, never a student's email or address."""
+A school sees its students' matches. A company sees its vacancies' candidates as the contract allows (section
+5): under the match's id, an opaque reference that no one can derive from a student id, with the candidate's
+given name, level, programme, matched skills, and the distance in whole kilometres; nothing else of the
+student (no id, no address, no exact distance: ten metres would locate a home).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
+from techport_shared.errors import Refused
 from techport_shared.events import MatchReasons
-from techport_shared.web import Caller, EntityId, OrganisationIdQuery, RequestId, UoW
+from techport_shared.web import Bus, Caller, EntityId, OrganisationIdQuery, RequestContext, UoW, http_error
 
-from techport_matching.service import Matching, Origin, Refused
+from techport_matching.handlers import AcceptPartnership, ProposePartnership, Reindex
 from techport_matching.store import MatchingRepository, PartnershipRow, StudentRow, VacancyRow
 
-
-def matching(request: Request) -> Matching:
-    service: Matching = request.app.state.matching
-    return service
-
-
-Service = Annotated[Matching, Depends(matching)]
 router = APIRouter()
 
 
@@ -35,14 +32,15 @@ class StudentMatch(BaseModel):
 
 
 class Candidate(BaseModel):
-    match_id: str
-    student_id: str
+    """A matched candidate as a company sees it."""
+
+    match_id: str  # the opaque reference of this candidate for this vacancy
     given_name: str
     level: str
     programme: str
     matched_skills: list[str]
+    distance_km: int | None
     score: float
-    reasons: MatchReasons
 
 
 class Partnership(BaseModel):
@@ -69,9 +67,21 @@ def _partnership(row: PartnershipRow) -> Partnership:
     return Partnership.model_validate(row, from_attributes=True)
 
 
+def _repo(uow: Any) -> MatchingRepository:
+    repo: MatchingRepository = uow.matching
+    return repo
+
+
+async def _run(bus: Any, command: Any, context: Any) -> Any:
+    try:
+        return await bus.handle(command, context)
+    except Refused as refused:
+        raise http_error(refused) from None
+
+
 @router.get("/students/{student_id}/matches", response_model=list[StudentMatch])
 async def student_matches(student_id: EntityId, actor: Caller, uow: UoW) -> list[StudentMatch]:
-    repo = MatchingRepository(uow.session)
+    repo = _repo(uow)
     student: StudentRow | None = await repo.get(StudentRow, student_id)
     if student is None:
         raise HTTPException(404, detail=f"unknown student {student_id}")
@@ -94,7 +104,7 @@ async def student_matches(student_id: EntityId, actor: Caller, uow: UoW) -> list
 
 @router.get("/vacancies/{vacancy_id}/matches", response_model=list[Candidate])
 async def vacancy_matches(vacancy_id: EntityId, actor: Caller, uow: UoW) -> list[Candidate]:
-    repo = MatchingRepository(uow.session)
+    repo = _repo(uow)
     vacancy: VacancyRow | None = await repo.get(VacancyRow, vacancy_id)
     if vacancy is None:
         raise HTTPException(404, detail=f"unknown vacancy {vacancy_id}")
@@ -102,20 +112,24 @@ async def vacancy_matches(vacancy_id: EntityId, actor: Caller, uow: UoW) -> list
         raise HTTPException(403, detail="a company sees only its own vacancies' candidates")
     matches = await repo.open_matches(vacancy_id=vacancy_id)
     students = await repo.students([m.student_id for m in matches])
-    return [
-        Candidate(
-            match_id=m.match_id,
-            student_id=m.student_id,
-            given_name=students[m.student_id].given_name,
-            level=students[m.student_id].level,
-            programme=students[m.student_id].programme,
-            matched_skills=list(m.reasons.get("matched_skills", [])),
-            score=m.score,
-            reasons=MatchReasons.model_validate(m.reasons),
+    candidates = []
+    for m in matches:
+        student = students.get(m.student_id)
+        if student is None:
+            continue
+        distance = m.reasons.get("distance_km")
+        candidates.append(
+            Candidate(
+                match_id=m.match_id,
+                given_name=student.given_name,
+                level=student.level,
+                programme=student.programme,
+                matched_skills=list(m.reasons.get("matched_skills", [])),
+                distance_km=None if distance is None else round(distance),
+                score=m.score,
+            )
         )
-        for m in matches
-        if m.student_id in students
-    ]
+    return candidates
 
 
 @router.get("/partnerships", response_model=list[Partnership])
@@ -126,51 +140,24 @@ async def list_partnerships(
         if organisation_id not in (None, actor.organisation_id):
             raise HTTPException(403, detail="an organisation sees only its own partnerships")
         organisation_id = actor.organisation_id
-    rows = await MatchingRepository(uow.session).partnerships_of(organisation_id)
+    rows = await _repo(uow).partnerships_of(organisation_id)
     return [_partnership(row) for row in rows]
 
 
 @router.post("/partnerships", status_code=201, response_model=Partnership)
-async def propose(
-    body: ProposeRequest, actor: Caller, uow: UoW, service: Service, request_id: RequestId
-) -> Partnership:
-    if not (actor.is_operator or actor.organisation_id in (body.company_id, body.school_id)):
-        raise HTTPException(403, detail="an organisation proposes partnerships only for itself")
-    by = "operator" if actor.is_operator else str(actor.organisation_id)
-    try:
-        row = await service.propose(uow, body.company_id, body.school_id, by, Origin(request_id, None))
-    except Refused as refused:
-        raise HTTPException(refused.status, detail=refused.detail) from None
-    await uow.commit()
-    return _partnership(row)
+async def propose(body: ProposeRequest, bus: Bus, context: RequestContext) -> Partnership:
+    return _partnership(await _run(bus, ProposePartnership(body.company_id, body.school_id), context))
 
 
 @router.post("/partnerships/{partnership_id}/accept", response_model=Partnership)
 async def accept(
-    partnership_id: EntityId,
-    actor: Caller,
-    uow: UoW,
-    service: Service,
-    request_id: RequestId,
-    body: AcceptRequest | None = None,
+    partnership_id: EntityId, bus: Bus, context: RequestContext, body: AcceptRequest | None = None
 ) -> Partnership:
-    side = (body.organisation_id if body else None) if actor.is_operator else actor.organisation_id
-    if side is None:
-        raise HTTPException(422, detail="organisation_id: an operator names the side it accepts for")
-    try:
-        row = await service.accept(uow, partnership_id, side, Origin(request_id, None))
-    except Refused as refused:
-        raise HTTPException(refused.status, detail=refused.detail) from None
-    await uow.commit()
-    return _partnership(row)
+    command = AcceptPartnership(partnership_id, body.organisation_id if body else None)
+    return _partnership(await _run(bus, command, context))
 
 
 @router.post("/admin/reindex", summary="Rebuild the index from the database (operator)", tags=["operations"])
-async def reindex(request: Request, actor: Caller, service: Service) -> dict[str, int]:
-    if not actor.is_operator:
-        raise HTTPException(403, detail="operators only")
-    runtime = request.app.state.runtime
-    async with request.app.state.index_lock:
-        await service.rebuild_index(runtime.sessions)
-    stats = service.index.stats()
+async def reindex(request: Request, bus: Bus, context: RequestContext) -> dict[str, int]:
+    stats = await _run(bus, Reindex(), context)
     return {"students": stats.students, "vacancies": stats.vacancies, "bytes": stats.nbytes}

@@ -14,23 +14,15 @@ covering more required skills always ranks higher.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from techport_shared.errors import Refused
 from techport_shared.geo import haversine_km
+from techport_shared.identity import Identity
 
-LEVELS = (
-    "mbo-1",
-    "mbo-2",
-    "mbo-3",
-    "mbo-4",
-    "hbo-ad",
-    "hbo-bachelor",
-    "hbo-master",
-    "wo-bachelor",
-    "wo-master",
-)
-KINDS = ("internship", "apprenticeship", "job", "traineeship")
 MAX_REQUIRED = 30
 EPSILON = 1.0 / (2 * MAX_REQUIRED * MAX_REQUIRED)  # below 1/(30*29), the smallest gap between coverages
 
@@ -127,10 +119,61 @@ def reference_matches_for_student(
     return _ranked(((v.vacancy_id, student, v) for v in vacancies), min_score, k)
 
 
-def match_id(student_id: str, vacancy_id: str) -> str:
-    """One id per pair, whoever finds it and however often: the pair is matched at most once."""
-    return "m-" + hashlib.sha256(f"{student_id}\x00{vacancy_id}".encode()).hexdigest()[:32]
+def match_id(student_id: str, vacancy_id: str, key: bytes) -> str:
+    """One id per pair, whoever finds it and however often: the pair is matched at most once. Keyed, so that
+    the id a company sees for its candidate is an opaque reference: no one can derive it from a student id."""
+    return "m-" + hmac.new(key, f"{student_id}\x00{vacancy_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def partnership_id(company_id: str, school_id: str) -> str:
     return "p-" + hashlib.sha256(f"{company_id}\x00{school_id}".encode()).hexdigest()[:32]
+
+
+def reasons(result: Assessment) -> dict[str, Any]:
+    """Why a pair matched, as `match.found` says it: which required skills matched and which are missing."""
+    return {
+        "matched_skills": list(result.matched),
+        "missing_skills": list(result.missing),
+        "preferred_matched": list(result.preferred_matched),
+        "distance_km": None if result.distance_km is None else round(result.distance_km, 2),
+        "level_ok": True,
+        "kind_ok": True,
+    }
+
+
+def partnership_basis(matched_skills: list[list[str]]) -> dict[str, Any]:
+    shared = sorted({skill for skills in matched_skills for skill in skills})
+    return {"matches": len(matched_skills), "shared_skills": shared[:25]}
+
+
+@dataclass(frozen=True)
+class Party:
+    organisation_id: str
+    kind: str | None  # None: not known to matching
+
+
+def check_proposal(actor: Identity, company: Party, school: Party, existing: bool) -> str:
+    """Who may propose a partnership between which two; returns who proposes ("operator" or the side)."""
+    if not (actor.is_operator or actor.organisation_id in (company.organisation_id, school.organisation_id)):
+        raise Refused.of(
+            "forbidden", "organisation_id", "an organisation proposes partnerships only for itself"
+        )
+    if company.kind != "company":
+        raise Refused.of("invalid", "company_id", f"{company.organisation_id} is not a known company")
+    if school.kind != "school":
+        raise Refused.of("invalid", "school_id", f"{school.organisation_id} is not a known school")
+    if existing:
+        raise Refused.of("conflict", "partnership", "these two already have a partnership")
+    return "operator" if actor.is_operator else str(actor.organisation_id)
+
+
+def accepting_side(actor: Identity, named: str | None, company_id: str, school_id: str) -> str:
+    """Which side accepts: an organisation for itself, an operator for the side it names."""
+    side = named if actor.is_operator else actor.organisation_id
+    if side is None:
+        raise Refused.of("invalid", "organisation_id", "an operator names the side it accepts for")
+    if side not in (company_id, school_id):
+        raise Refused.of(
+            "forbidden", "organisation_id", "only the company or the school of a partnership accepts it"
+        )
+    return side

@@ -1,38 +1,459 @@
-"""Matching's consumers: students, vacancies and organisations from members. The three take turns (one lock)
-because they share the in-memory index."""
+"""Matching's use cases, one handler each, in one table (`HANDLERS`).
+
+Members' events are stored first (their handlers below: the copy of students, vacancies and organisations,
+and what an erasure, a closure or a withdrawn consent takes back at once). Then, in a transaction of its own,
+`decide` matches what was stored against the index, caught up from the database first. Storing before deciding
+is what lets replicas decide side by side without a shared lock: of a student and a vacancy stored at the same
+moment by two replicas, the decision that starts later sees the other.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from techport_shared.consumer import EventDispatcher, EventHandler
-from techport_shared.events import ce_type
-from techport_shared.topics import ORGANISATIONS, STUDENTS, VACANCIES
-from techport_shared.uow import UnitOfWork
+from techport_shared.envelope import Origin
+from techport_shared.errors import Refused
+from techport_shared.events import (
+    MatchFound,
+    OrganisationRegistered,
+    OrganisationUpdated,
+    StudentData,
+    StudentErased,
+    StudentRegistered,
+    StudentUpdated,
+    VacancyClosed,
+    VacancyData,
+    VacancyPosted,
+    VacancyUpdated,
+    ce_type,
+    dump,
+    revives,
+)
+from techport_shared.messagebus import Context
+from techport_shared.topics import MATCHES
+from techport_shared.topics import PARTNERSHIPS as PARTNERSHIPS_TOPIC
 
-from techport_matching.service import Matching
+from techport_matching import domain
+from techport_matching.keeper import IndexKeeper
+from techport_matching.metrics import MATCHES_FOUND, MATCHES_WITHDRAWN, PARTNERSHIPS, SCORING_SECONDS
+from techport_matching.settings import MatchingSettings
+from techport_matching.store import (
+    ErasedStudentRow,
+    MatchingUnitOfWork,
+    MatchRow,
+    OrganisationRow,
+    PartnershipRow,
+    StudentRow,
+    VacancyRow,
+    aware,
+    now,
+)
 
-CONSUMER = "matching"
+SOURCE = "/matching"
 
 
-def handlers(matching: Matching) -> dict[str, EventHandler]:
-    return {
-        ce_type("organisation.registered"): matching.on_organisation,
-        ce_type("organisation.updated"): matching.on_organisation,
-        ce_type("student.registered"): matching.on_student,
-        ce_type("student.updated"): matching.on_student,
-        ce_type("student.erased"): matching.on_student_erased,
-        ce_type("vacancy.posted"): matching.on_vacancy,
-        ce_type("vacancy.updated"): matching.on_vacancy,
-        ce_type("vacancy.closed"): matching.on_vacancy_closed,
+# --- members' events: stored, and what they take back at once ------------------------------------------------
+async def on_organisation(
+    event: OrganisationRegistered | OrganisationUpdated, uow: MatchingUnitOfWork, context: Context
+) -> None:
+    repo = uow.matching
+    row = await repo.get(OrganisationRow, event.organisation_id) or OrganisationRow(
+        organisation_id=event.organisation_id, kind=event.kind, name=event.name
+    )
+    row.kind, row.name = event.kind, event.name
+    repo.add(row)
+    await uow.commit()
+
+
+def _pending(row: StudentRow | VacancyRow, context: Context) -> None:
+    row.pending = True
+    row.pending_cause = context.origin.causation_id
+    row.pending_correlation = context.origin.correlation_id
+
+
+async def _student(data: StudentData, uow: MatchingUnitOfWork, context: Context, registration: bool) -> None:
+    repo = uow.matching
+    erased = await repo.get(ErasedStudentRow, data.student_id)
+    if erased is not None:
+        event_type = ce_type("student.registered" if registration else "student.updated")
+        if not revives(event_type, context.origin.occurred_at, aware(erased.erased_at)):
+            await uow.commit()
+            return  # a late update does not bring an erased student back
+        await repo.delete(erased)
+    row = await repo.get(StudentRow, data.student_id) or StudentRow(
+        student_id=data.student_id,
+        given_name="",
+        level="",
+        programme="",
+        seeking=[],
+        skills=[],
+        max_distance_km=0,
+        consent_matching=False,
+    )
+    location = data.location
+    row.school_id, row.given_name, row.level, row.programme = (
+        data.school_id,
+        data.given_name,
+        data.level,
+        data.programme,
+    )
+    row.seeking, row.skills = list(data.seeking), list(data.skills)
+    row.lat, row.lon = (location.lat, location.lon) if location else (None, None)
+    row.max_distance_km, row.consent_matching = data.max_distance_km, data.consent.matching
+    row.updated_at, row.change_seq = now(), await repo.change_mark()
+    _pending(row, context)
+    repo.add(row)
+    if not data.consent.matching:
+        await _withdraw(
+            uow, await repo.open_matches(student_id=data.student_id), "consent withdrawn", context.origin
+        )
+    await uow.commit()
+
+
+async def on_student_registered(event: StudentRegistered, uow: MatchingUnitOfWork, context: Context) -> None:
+    await _student(event, uow, context, registration=True)
+
+
+async def on_student_updated(event: StudentUpdated, uow: MatchingUnitOfWork, context: Context) -> None:
+    await _student(event, uow, context, registration=False)
+
+
+async def on_student_erased(event: StudentErased, uow: MatchingUnitOfWork, context: Context) -> None:
+    repo = uow.matching
+    # The student's row first: a decision holding it (shared) finishes, and what it made is withdrawn here.
+    await repo.delete_student(event.student_id)
+    await _withdraw(
+        uow, await repo.open_matches(student_id=event.student_id), "student erased", context.origin
+    )
+    if await repo.get(ErasedStudentRow, event.student_id) is None:
+        repo.add(
+            ErasedStudentRow(
+                student_id=event.student_id,
+                erased_at=context.origin.occurred_at,
+                recorded_at=now(),
+                change_seq=await repo.change_mark(),
+            )
+        )
+    await uow.commit()
+
+
+async def on_vacancy(
+    event: VacancyPosted | VacancyUpdated, uow: MatchingUnitOfWork, context: Context
+) -> None:
+    data: VacancyData = event
+    repo = uow.matching
+    row = await repo.get(VacancyRow, data.vacancy_id)
+    if row is not None and row.status == "closed":
+        await uow.commit()
+        return
+    row = row or VacancyRow(
+        vacancy_id=data.vacancy_id,
+        organisation_id=data.organisation_id,
+        title="",
+        kind=data.kind,
+        levels=[],
+        required_skills=[],
+        preferred_skills=[],
+        status="open",
+    )
+    location = data.location
+    row.organisation_id, row.title, row.kind = data.organisation_id, data.title, data.kind
+    row.levels, row.required_skills, row.preferred_skills = (
+        list(data.levels),
+        list(data.required_skills),
+        list(data.preferred_skills),
+    )
+    row.lat, row.lon = (location.lat, location.lon) if location else (None, None)
+    row.updated_at, row.change_seq = now(), await repo.change_mark()
+    _pending(row, context)
+    repo.add(row)
+    await uow.commit()
+
+
+async def on_vacancy_closed(event: VacancyClosed, uow: MatchingUnitOfWork, context: Context) -> None:
+    repo = uow.matching
+    row = await repo.get(VacancyRow, event.vacancy_id)
+    if row is not None:
+        row.status, row.pending, row.updated_at = "closed", False, now()
+        row.change_seq = await repo.change_mark()
+        repo.add(row)
+    matches = await repo.open_matches(vacancy_id=event.vacancy_id)
+    await _withdraw(uow, matches, f"vacancy closed: {event.reason}", context.origin)
+    await uow.commit()
+
+
+async def _withdraw(uow: MatchingUnitOfWork, matches: list[MatchRow], reason: str, origin: Origin) -> None:
+    per_vacancy: dict[str, int] = {}
+    for match in matches:
+        match.status, match.withdrawn_reason = "withdrawn", reason
+        uow.matching.add(match)
+        data = {"match_id": match.match_id, "reason": reason}
+        uow.emit(MATCHES.name, origin.event(ce_type("match.withdrawn"), SOURCE, data, match.student_id))
+        MATCHES_WITHDRAWN.labels(reason.split(":")[0]).inc()
+        per_vacancy[match.vacancy_id] = per_vacancy.get(match.vacancy_id, 0) + 1
+    for vacancy_id, count in sorted(per_vacancy.items()):
+        await uow.matching.give_room(vacancy_id, count)
+
+
+# --- deciding: what was stored, matched against the index ----------------------------------------------------
+@dataclass(frozen=True)
+class Decide:
+    """Match the named students and vacancies that are stored and still pending."""
+
+    students: tuple[str, ...]
+    vacancies: tuple[str, ...]
+
+
+@dataclass
+class _Decision:
+    """What one decision transaction needs: the settings, the index, and what it made full (undone on
+    rollback)."""
+
+    uow: MatchingUnitOfWork
+    keeper: IndexKeeper
+    settings: MatchingSettings
+    key: bytes
+    filled: set[str]
+
+
+async def decide(
+    command: Decide,
+    uow: MatchingUnitOfWork,
+    context: Context,
+    keeper: IndexKeeper,
+    settings: MatchingSettings,
+    key: bytes,
+) -> int:
+    repo = uow.matching
+    await keeper.catch_up(repo)
+    run = _Decision(uow, keeper, settings, key, set())
+    uow.on_rollback(lambda: [keeper.index.set_full(v, False) for v in run.filled])
+    found = 0
+    for student in await repo.pending(StudentRow, list(command.students)):
+        found += await _match_student(run, student)
+        await repo.decided(student)
+    for vacancy in await repo.pending(VacancyRow, list(command.vacancies)):
+        found += await _match_vacancy(run, vacancy)
+        await repo.decided(vacancy)
+    await uow.commit()
+    return found
+
+
+def _origin(row: StudentRow | VacancyRow) -> Origin:
+    return Origin(row.pending_correlation, row.pending_cause, now(), "event")
+
+
+async def _match_student(run: _Decision, row: StudentRow) -> int:
+    repo, settings = run.uow.matching, run.settings
+    profile = row.profile()
+    if not profile.consent_matching:
+        return 0
+    started = time.perf_counter()
+    found = run.keeper.index.match_student(
+        profile, settings.min_score, settings.top_k_per_student, await repo.paired(student_id=row.student_id)
+    )
+    SCORING_SECONDS.labels("student").observe(time.perf_counter() - started)
+    if not found or row.student_id not in await repo.students([row.student_id], lock=True):
+        return 0  # erased meanwhile: its erasure withdraws what it can see, so make nothing now
+    vacancies = await repo.vacancies([vacancy_id for vacancy_id, _ in found])
+    made = 0
+    for vacancy_id, _score in sorted(
+        found
+    ):  # vacancy rows locked in one order: no deadlock between decisions
+        made += await _record(run, row, vacancies[vacancy_id], _origin(row), "student")
+    return made
+
+
+async def _match_vacancy(run: _Decision, row: VacancyRow) -> int:
+    repo, settings = run.uow.matching, run.settings
+    room = settings.top_k_per_vacancy - row.open_matches
+    if row.status != "open" or room <= 0:
+        return 0
+    started = time.perf_counter()
+    found = run.keeper.index.match_vacancy(
+        row.profile(), settings.min_score, room, await repo.paired(vacancy_id=row.vacancy_id)
+    )
+    SCORING_SECONDS.labels("vacancy").observe(time.perf_counter() - started)
+    students = await repo.students([student_id for student_id, _ in found], lock=True)
+    made = 0
+    for student_id, _score in found:
+        if student_id in students:
+            made += await _record(run, students[student_id], row, _origin(row), "vacancy")
+    return made
+
+
+async def _record(
+    run: _Decision, student: StudentRow, vacancy: VacancyRow, origin: Origin, trigger: str
+) -> int:
+    repo = run.uow.matching
+    if not await repo.take_room(vacancy.vacancy_id, run.settings.top_k_per_vacancy):
+        run.keeper.index.set_full(vacancy.vacancy_id, True)
+        run.filled.add(vacancy.vacancy_id)
+        return 0
+    result = domain.assess(student.profile(), vacancy.profile())
+    match = MatchFound(
+        match_id=domain.match_id(student.student_id, vacancy.vacancy_id, run.key),
+        student_id=student.student_id,
+        vacancy_id=vacancy.vacancy_id,
+        organisation_id=vacancy.organisation_id,
+        school_id=student.school_id,
+        score=round(result.score, 6),
+        reasons=domain.reasons(result),
+    )
+    row = MatchRow(
+        match_id=match.match_id,
+        student_id=match.student_id,
+        vacancy_id=match.vacancy_id,
+        organisation_id=match.organisation_id,
+        school_id=match.school_id,
+        score=match.score,
+        reasons=dump(match.reasons),
+        status="open",
+        created_at=now(),
+    )
+    if not await repo.record_match(row):
+        await repo.give_room(vacancy.vacancy_id, 1)  # another decision found the pair first
+        return 0
+    run.uow.emit(MATCHES.name, origin.event(ce_type("match.found"), SOURCE, dump(match), student.student_id))
+    MATCHES_FOUND.labels(trigger).inc()
+    if student.school_id is not None:
+        await _maybe_propose(run, vacancy.organisation_id, student.school_id, origin)
+    return 1
+
+
+async def _maybe_propose(run: _Decision, company_id: str, school_id: str, origin: Origin) -> None:
+    repo = run.uow.matching
+    if await repo.partnership_between(company_id, school_id) is not None:
+        return
+    matches = await repo.pair_matches(company_id, school_id)
+    if len(matches) >= run.settings.partnership_min_matches:
+        await _propose(run.uow, company_id, school_id, "system", matches, origin)
+
+
+async def _propose(
+    uow: MatchingUnitOfWork,
+    company_id: str,
+    school_id: str,
+    proposed_by: str,
+    matches: list[MatchRow],
+    origin: Origin,
+) -> PartnershipRow | None:
+    basis = domain.partnership_basis([list(m.reasons.get("matched_skills", [])) for m in matches])
+    row = PartnershipRow(
+        partnership_id=domain.partnership_id(company_id, school_id),
+        company_id=company_id,
+        school_id=school_id,
+        status="proposed",
+        basis=basis,
+        proposed_by=proposed_by,
+        company_accepted=proposed_by == company_id,
+        school_accepted=proposed_by == school_id,
+        created_at=now(),
+    )
+    if not await uow.matching.add_partnership(row):
+        return None  # proposed by another decision the same moment: once is enough
+    data = {
+        "partnership_id": row.partnership_id,
+        "company_id": company_id,
+        "school_id": school_id,
+        "basis": basis,
     }
+    uow.emit(
+        PARTNERSHIPS_TOPIC.name,
+        origin.event(ce_type("partnership.proposed"), SOURCE, data, row.partnership_id),
+    )
+    PARTNERSHIPS.labels("proposed").inc()
+    return row
 
 
-TOPICS = (ORGANISATIONS.name, STUDENTS.name, VACANCIES.name)
+# --- the API's commands: partnerships, and rebuilding the index -------------------------------------------------
+@dataclass(frozen=True)
+class ProposePartnership:
+    company_id: str
+    school_id: str
 
 
-def dispatcher(
-    matching: Matching, unit_of_work: Callable[[], UnitOfWork], lock: asyncio.Lock
-) -> EventDispatcher:
-    return EventDispatcher("matching", CONSUMER, unit_of_work, handlers(matching), lock=lock)
+@dataclass(frozen=True)
+class AcceptPartnership:
+    partnership_id: str
+    side: str | None  # an operator names the side it accepts for
+
+
+@dataclass(frozen=True)
+class Reindex:
+    pass
+
+
+async def propose_partnership(
+    command: ProposePartnership, uow: MatchingUnitOfWork, context: Context
+) -> PartnershipRow:
+    repo = uow.matching
+    company = await repo.get(OrganisationRow, command.company_id)
+    school = await repo.get(OrganisationRow, command.school_id)
+    by = domain.check_proposal(
+        context.actor,
+        domain.Party(command.company_id, company.kind if company else None),
+        domain.Party(command.school_id, school.kind if school else None),
+        await repo.partnership_between(command.company_id, command.school_id) is not None,
+    )
+    matches = await repo.pair_matches(command.company_id, command.school_id)
+    row = await _propose(uow, command.company_id, command.school_id, by, matches, context.origin)
+    if row is None:
+        raise Refused.of("conflict", "partnership", "these two already have a partnership")
+    await uow.commit()
+    return row
+
+
+async def accept_partnership(
+    command: AcceptPartnership, uow: MatchingUnitOfWork, context: Context
+) -> PartnershipRow:
+    row: PartnershipRow | None = await uow.matching.get(PartnershipRow, command.partnership_id)
+    if row is None:
+        raise Refused.of("not_found", "partnership_id", f"unknown partnership {command.partnership_id}")
+    side = domain.accepting_side(context.actor, command.side, row.company_id, row.school_id)
+    if side == row.company_id:
+        row.company_accepted = True
+    if side == row.school_id:
+        row.school_accepted = True
+    if row.status == "proposed" and row.company_accepted and row.school_accepted:
+        row.status, row.formed_at = "formed", now()
+        data = {
+            "partnership_id": row.partnership_id,
+            "company_id": row.company_id,
+            "school_id": row.school_id,
+            "formed_at": row.formed_at.isoformat(),
+        }
+        uow.emit(
+            PARTNERSHIPS_TOPIC.name,
+            context.origin.event(ce_type("partnership.formed"), SOURCE, data, row.partnership_id),
+        )
+        PARTNERSHIPS.labels("formed").inc()
+    uow.matching.add(row)
+    await uow.commit()
+    return row
+
+
+async def reindex(command: Reindex, uow: MatchingUnitOfWork, context: Context, keeper: IndexKeeper) -> Any:
+    if not context.actor.is_operator:
+        raise Refused.of("forbidden", "actor", "operators only")
+    await keeper.rebuild(uow.matching)
+    return keeper.index.stats()
+
+
+HANDLERS: dict[type, Callable[..., Awaitable[Any]]] = {
+    OrganisationRegistered: on_organisation,
+    OrganisationUpdated: on_organisation,
+    StudentRegistered: on_student_registered,
+    StudentUpdated: on_student_updated,
+    StudentErased: on_student_erased,
+    VacancyPosted: on_vacancy,
+    VacancyUpdated: on_vacancy,
+    VacancyClosed: on_vacancy_closed,
+    Decide: decide,
+    ProposePartnership: propose_partnership,
+    AcceptPartnership: accept_partnership,
+    Reindex: reindex,
+}

@@ -1,5 +1,13 @@
 """Matching's database: its own copy of what it needs of organisations, students and vacancies, the matches,
-the partnerships, and the outbox and processed-messages tables."""
+the partnerships, and the outbox and processed-messages tables. `MatchingUnitOfWork` gives handlers the
+repository; nothing else sees a session.
+
+Replicas keep their in-memory index in step with this database by change marks (`change_seq`): on PostgreSQL
+the id of the transaction that wrote the row, read back from the oldest transaction still running (so no row
+is missed, and no counter is shared by every decision); on SQLite, whose writers take turns anyway, a counter
+taken by each writing transaction. `pending` marks a student or vacancy stored but not yet matched: matching
+decides in a second transaction, after the store committed, so of two records stored at the same moment by
+two replicas, at least one decision sees the other."""
 
 from __future__ import annotations
 
@@ -7,12 +15,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, UniqueConstraint, delete, func, select, update
+from sqlalchemy import BigInteger, Column, UniqueConstraint, delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
 from techport_shared.db import json_field, utc_field
 from techport_shared.messaging import messaging_tables
+from techport_shared.uow import UnitOfWork
 
 from techport_matching.domain import StudentProfile, VacancyProfile
 
@@ -48,10 +58,14 @@ class StudentRow(MatchingTable, table=True):
     max_distance_km: float
     consent_matching: bool
     updated_at: datetime = utc_field()
-    # Commit order among all replicas (see ChangeCounterRow): what the others catch up by.
+    # The change mark of the transaction that wrote it (see the docstring): what replicas catch up by.
     change_seq: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, index=True, server_default="0")
     )
+    # Stored, not yet matched; the event that caused it (its events carry these ids).
+    pending: bool = Field(default=False, index=True)
+    pending_cause: str | None = Field(default=None, max_length=200)
+    pending_correlation: str | None = Field(default=None, max_length=200)
 
     def profile(self) -> StudentProfile:
         return StudentProfile(
@@ -72,7 +86,7 @@ class ErasedStudentRow(MatchingTable, table=True):
     student_id: str = Field(primary_key=True, max_length=64)
     erased_at: datetime = utc_field()  # when the erasure happened (the event's time)
     recorded_at: datetime = utc_field()  # when this database learnt of it
-    # Commit order among all replicas (see ChangeCounterRow): what the others catch up by.
+    # The change mark of the transaction that wrote it (see the module's docstring).
     change_seq: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, index=True, server_default="0")
     )
@@ -91,10 +105,15 @@ class VacancyRow(MatchingTable, table=True):
     lon: float | None = None
     status: str = Field(max_length=10, index=True)
     updated_at: datetime = utc_field()
-    # Commit order among all replicas (see ChangeCounterRow): what the others catch up by.
+    # The change mark of the transaction that wrote it (see the docstring): what replicas catch up by.
     change_seq: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, index=True, server_default="0")
     )
+    # Its open matches: at most MATCH_TOP_K_PER_VACANCY, counted under this row's lock (not a shared one).
+    open_matches: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    pending: bool = Field(default=False, index=True)
+    pending_cause: str | None = Field(default=None, max_length=200)
+    pending_correlation: str | None = Field(default=None, max_length=200)
 
     def profile(self) -> VacancyProfile:
         return VacancyProfile(
@@ -112,9 +131,9 @@ class VacancyRow(MatchingTable, table=True):
 
 
 class ChangeCounterRow(MatchingTable, table=True):
-    """One row: the last change number handed out. A handler increments it first thing in its transaction,
-    which locks the row (SQLite: the database) until commit, so numbers are handed out in commit order and
-    `change_seq > n` finds exactly what committed after change n: no clock, no overlap window."""
+    """SQLite only: one row, the last change number handed out. A writing transaction increments it, and
+    SQLite's writers take turns, so numbers are handed out in commit order. (PostgreSQL marks changes with
+    transaction ids instead: no row is shared by every decision there.)"""
 
     __tablename__ = "change_counter"
     id: int = Field(primary_key=True)
@@ -159,9 +178,18 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 class MatchingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self._mark: int | None = None
+
+    @property
+    def _postgres(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
 
     async def get(self, model: type[Any], key: str) -> Any:
         return await self.session.get(model, key)
@@ -169,17 +197,94 @@ class MatchingRepository:
     def add(self, row: Any) -> None:
         self.session.add(row)
 
+    async def delete(self, row: Any) -> None:
+        await self.session.delete(row)
+
+    # --- change marks: how replicas keep their index in step ------------------------------------------------
+    async def change_mark(self) -> Any:
+        """The mark of this transaction, for the rows it writes: on PostgreSQL its transaction id; on SQLite
+        the next number of the counter (SQLite's writers take turns, so numbers follow commit order)."""
+        if self._postgres:
+            return text("pg_current_xact_id()::text::bigint")
+        if self._mark is None:
+            await self.session.execute(
+                update(ChangeCounterRow)
+                .where(col(ChangeCounterRow.id) == 1)
+                .values(value=col(ChangeCounterRow.value) + 1)
+            )
+            self._mark = await self._counter()
+        return self._mark
+
+    async def horizon(self) -> int:
+        """Every row marked below this was written by a transaction that has ended: catching up from here
+        later misses nothing (rows at or above it may be read twice; applying them again changes nothing)."""
+        if self._postgres:
+            return int(
+                await self.session.scalar(
+                    text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                )
+                or 0
+            )
+        return await self._counter() + 1
+
+    async def _counter(self) -> int:
+        value = select(col(ChangeCounterRow.value)).where(col(ChangeCounterRow.id) == 1)
+        return int(await self.session.scalar(value) or 0)
+
+    async def changed_since(self, horizon: int) -> tuple[list[StudentRow], list[VacancyRow], list[str]]:
+        """What was written at or after `horizon`: students, vacancies (open or closed), erased ids."""
+        students = list(
+            await self.session.scalars(select(StudentRow).where(col(StudentRow.change_seq) >= horizon))
+        )
+        vacancies = list(
+            await self.session.scalars(select(VacancyRow).where(col(VacancyRow.change_seq) >= horizon))
+        )
+        erased = list(
+            await self.session.scalars(
+                select(col(ErasedStudentRow.student_id)).where(col(ErasedStudentRow.change_seq) >= horizon)
+            )
+        )
+        return students, vacancies, erased
+
+    # --- what is stored -------------------------------------------------------------------------------------
     async def delete_student(self, student_id: str) -> None:
         await self.session.execute(delete(StudentRow).where(col(StudentRow.student_id) == student_id))
 
-    async def students(self, ids: list[str]) -> dict[str, StudentRow]:
-        rows = await self.session.scalars(select(StudentRow).where(col(StudentRow.student_id).in_(ids)))
-        return {row.student_id: row for row in rows}
+    async def students(self, ids: list[str], lock: bool = False) -> dict[str, StudentRow]:
+        """Students by id; with `lock`, held (shared) until commit, so an erasure waits for this decision and
+        then withdraws what it made."""
+        query = select(StudentRow).where(col(StudentRow.student_id).in_(sorted(ids)))
+        if lock and self._postgres:
+            query = query.with_for_update(read=True)
+        return {row.student_id: row for row in await self.session.scalars(query)}
 
     async def vacancies(self, ids: list[str]) -> dict[str, VacancyRow]:
         rows = await self.session.scalars(select(VacancyRow).where(col(VacancyRow.vacancy_id).in_(ids)))
         return {row.vacancy_id: row for row in rows}
 
+    async def pending(self, model: type[Any], ids: list[str]) -> list[Any]:
+        key = col(model.student_id if model is StudentRow else model.vacancy_id)
+        return list(
+            await self.session.scalars(select(model).where(key.in_(ids), col(model.pending).is_(True)))
+        )
+
+    async def stale_pending(self, model: type[Any], before: datetime, limit: int = 500) -> list[str]:
+        """Stored but never matched (a replica stopped between storing and deciding): taken up again."""
+        key = col(model.student_id if model is StudentRow else model.vacancy_id)
+        query = select(key).where(col(model.pending).is_(True), col(model.updated_at) < before).limit(limit)
+        return list(await self.session.scalars(query))
+
+    async def decided(self, row: StudentRow | VacancyRow) -> None:
+        """Matched: no longer pending, unless a newer event marked it again meanwhile."""
+        model = type(row)
+        key = model.student_id if model is StudentRow else model.vacancy_id  # type: ignore[union-attr]
+        await self.session.execute(
+            update(model)
+            .where(col(key) == getattr(row, key.key), col(model.pending_cause) == row.pending_cause)
+            .values(pending=False)
+        )
+
+    # --- matches --------------------------------------------------------------------------------------------
     async def paired(self, *, student_id: str | None = None, vacancy_id: str | None = None) -> set[str]:
         """The other side of every pair already matched (open or withdrawn): never matched again."""
         if student_id is not None:
@@ -192,6 +297,37 @@ class MatchingRepository:
             )
         return set(rows)
 
+    async def take_room(self, vacancy_id: str, most: int) -> bool:
+        """One more open match for the vacancy, if it has room: under the vacancy's own row lock."""
+        result: Any = await self.session.execute(
+            update(VacancyRow)
+            .where(col(VacancyRow.vacancy_id) == vacancy_id, col(VacancyRow.open_matches) < most)
+            .values(open_matches=col(VacancyRow.open_matches) + 1, change_seq=await self.change_mark())
+        )
+        return bool(result.rowcount)
+
+    async def give_room(self, vacancy_id: str, count: int) -> None:
+        await self.session.execute(
+            update(VacancyRow)
+            .where(col(VacancyRow.vacancy_id) == vacancy_id)
+            .values(
+                open_matches=func.max(col(VacancyRow.open_matches) - count, 0)
+                if not self._postgres
+                else func.greatest(col(VacancyRow.open_matches) - count, 0),
+                change_seq=await self.change_mark(),
+            )
+        )
+
+    async def record_match(self, match: MatchRow) -> bool:
+        """Store a match unless the pair has one (another replica may have found it the same moment)."""
+        if await self.session.scalar(
+            select(col(MatchRow.match_id)).where(
+                col(MatchRow.student_id) == match.student_id, col(MatchRow.vacancy_id) == match.vacancy_id
+            )
+        ):
+            return False
+        return await self._insert_unless_taken(match)
+
     async def open_matches(
         self, *, student_id: str | None = None, vacancy_id: str | None = None
     ) -> list[MatchRow]:
@@ -203,16 +339,6 @@ class MatchingRepository:
         rows = await self.session.scalars(query.order_by(col(MatchRow.score).desc(), col(MatchRow.match_id)))
         return list(rows)
 
-    async def open_match_count(self, vacancy_id: str) -> int:
-        return int(
-            await self.session.scalar(
-                select(func.count())
-                .select_from(MatchRow)
-                .where(col(MatchRow.vacancy_id) == vacancy_id, col(MatchRow.status) == "open")
-            )
-            or 0
-        )
-
     async def pair_matches(self, company_id: str, school_id: str) -> list[MatchRow]:
         rows = await self.session.scalars(
             select(MatchRow).where(
@@ -221,12 +347,33 @@ class MatchingRepository:
         )
         return list(rows)
 
+    # --- partnerships ---------------------------------------------------------------------------------------
     async def partnership_between(self, company_id: str, school_id: str) -> PartnershipRow | None:
         return await self.session.scalar(
             select(PartnershipRow).where(
                 col(PartnershipRow.company_id) == company_id, col(PartnershipRow.school_id) == school_id
             )
         )
+
+    async def add_partnership(self, row: PartnershipRow) -> bool:
+        """Store a proposal unless the two have one already (two replicas may propose the same moment)."""
+        if await self.partnership_between(row.company_id, row.school_id) is not None:
+            return False
+        return await self._insert_unless_taken(row)
+
+    async def _insert_unless_taken(self, row: Any) -> bool:
+        """Insert; False when a concurrent transaction took the same unique key first. On PostgreSQL in a
+        savepoint, so the transaction goes on; SQLite's writers take turns, so no one can have taken it."""
+        if not self._postgres:
+            self.session.add(row)
+            await self.session.flush()
+            return True
+        try:
+            async with self.session.begin_nested():
+                self.session.add(row)
+        except IntegrityError:
+            return False
+        return True
 
     async def partnerships_of(self, organisation_id: str | None) -> list[PartnershipRow]:
         query = select(PartnershipRow)
@@ -237,57 +384,32 @@ class MatchingRepository:
             )
         return list(await self.session.scalars(query.order_by(col(PartnershipRow.created_at))))
 
-
-async def stream_students(session: AsyncSession, batch: int = 5000) -> AsyncIterator[list[StudentRow]]:
-    """Every student, in batches (rebuilding the index)."""
-    last = ""
-    while True:
-        rows = list(
-            await session.scalars(
-                select(StudentRow)
-                .where(col(StudentRow.student_id) > last)
-                .order_by(col(StudentRow.student_id))
-                .limit(batch)
+    # --- the whole copy, for a rebuild of the index ---------------------------------------------------------
+    async def stream_students(self, batch: int = 5000) -> AsyncIterator[list[StudentRow]]:
+        last = ""
+        while True:
+            rows = list(
+                await self.session.scalars(
+                    select(StudentRow)
+                    .where(col(StudentRow.student_id) > last)
+                    .order_by(col(StudentRow.student_id))
+                    .limit(batch)
+                )
             )
-        )
-        if not rows:
-            return
-        yield rows
-        last = rows[-1].student_id
+            if not rows:
+                return
+            yield rows
+            last = rows[-1].student_id
+
+    async def count_students(self) -> int:
+        return int(await self.session.scalar(select(func.count()).select_from(StudentRow)) or 0)
+
+    async def open_vacancies(self) -> list[VacancyRow]:
+        return list(await self.session.scalars(select(VacancyRow).where(col(VacancyRow.status) == "open")))
 
 
-async def count_students(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(StudentRow)) or 0)
+class MatchingUnitOfWork(UnitOfWork):
+    matching: MatchingRepository
 
-
-async def open_vacancies(session: AsyncSession) -> list[VacancyRow]:
-    return list(await session.scalars(select(VacancyRow).where(col(VacancyRow.status) == "open")))
-
-
-async def next_change(session: AsyncSession) -> int:
-    """Take the next change number; the counter row stays locked until this transaction ends."""
-    await session.execute(
-        update(ChangeCounterRow)
-        .where(col(ChangeCounterRow.id) == 1)
-        .values(value=col(ChangeCounterRow.value) + 1)
-    )
-    return await last_change(session)
-
-
-async def last_change(session: AsyncSession) -> int:
-    value = select(col(ChangeCounterRow.value)).where(col(ChangeCounterRow.id) == 1)
-    return int(await session.scalar(value) or 0)
-
-
-async def changed_after(
-    session: AsyncSession, seen: int
-) -> tuple[list[StudentRow], list[VacancyRow], list[str]]:
-    """What changed after change number `seen`: students, vacancies (open or closed), erased student ids."""
-    students = list(await session.scalars(select(StudentRow).where(col(StudentRow.change_seq) > seen)))
-    vacancies = list(await session.scalars(select(VacancyRow).where(col(VacancyRow.change_seq) > seen)))
-    erased = list(
-        await session.scalars(
-            select(col(ErasedStudentRow.student_id)).where(col(ErasedStudentRow.change_seq) > seen)
-        )
-    )
-    return students, vacancies, erased
+    def _open(self, session: AsyncSession) -> None:
+        self.matching = MatchingRepository(session)

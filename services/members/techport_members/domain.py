@@ -1,7 +1,8 @@
-"""Members' rules: who may register, change, erase and close what, and what a valid record is. No I/O.
+"""Members' rules: who may register, change, erase and close what, what a valid record is, and who a
+partner event may speak for. No I/O, no HTTP: a rule that is broken raises `Refused` with every problem.
 
-Every state change, whether it came through the API or as a partner event, is decided here, so both paths
-store the same state and emit the same canonical events.
+Every state change, whether it came through the API or as a partner event (Kafka or HTTP), is decided here,
+so all paths store the same state and emit the same canonical events.
 """
 
 from __future__ import annotations
@@ -11,42 +12,20 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from techport_shared.errors import Problem, Refused, refuse_if
 from techport_shared.events import (
     OrganisationData,
     StudentData,
     VacancyData,
     ce_type,
     dump,
+    revives,
 )
 from techport_shared.identity import Identity
 from techport_shared.postcodes import lookup
 from techport_shared.skills import vocabulary
 
-ErrorKind = Literal["invalid", "forbidden", "not_found", "conflict"]
-# When errors of several kinds are found, the API answers with the most fundamental one.
-_PRECEDENCE: tuple[ErrorKind, ...] = ("forbidden", "not_found", "conflict", "invalid")
-STATUS: dict[ErrorKind, int] = {"forbidden": 403, "not_found": 404, "conflict": 409, "invalid": 422}
-
-
-@dataclass(frozen=True)
-class Problem:
-    field: str
-    message: str
-    kind: ErrorKind = "invalid"
-
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message}
-
-
-class Rejected(Exception):
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
-        self.problems = problems
-
-    @property
-    def kind(self) -> ErrorKind:
-        kinds = {p.kind for p in self.problems}
-        return next(k for k in _PRECEDENCE if k in kinds)
+PARTNER_SOURCE_PREFIX = "/partners/"
 
 
 @dataclass(frozen=True)
@@ -86,9 +65,21 @@ class Decision:
     unknown_skills: int = 0
 
 
-def _raise_if(problems: list[Problem]) -> None:
-    if problems:
-        raise Rejected(problems)
+def partner_source_problems(actor: Identity, source: str | None) -> list[Problem]:
+    """A partner event speaks for the organisation whose credential sent it, and its `ce_source` must say
+    so: `/partners/<that organisation's id>`. Anything else is refused (contract section 1)."""
+    if source is None:
+        return []
+    if actor.organisation_id is None or source != f"{PARTNER_SOURCE_PREFIX}{actor.organisation_id}":
+        return [
+            Problem(
+                "ce_source",
+                f"must be {PARTNER_SOURCE_PREFIX}{actor.organisation_id}: the organisation whose credential "
+                "sent it",
+                "forbidden",
+            )
+        ]
+    return []
 
 
 def _located(model: BaseModel, problems: list[Problem]) -> dict[str, Any]:
@@ -96,7 +87,7 @@ def _located(model: BaseModel, problems: list[Problem]) -> dict[str, Any]:
     data = dump(model)
     area = lookup(data["postcode"])
     if area is None:
-        problems.append(Problem("postcode", f"unknown Dutch postcode {data['postcode']}"))
+        problems.append(Problem("postcode", "is not a Dutch postcode we know"))
     elif data.get("location") is None:
         data["location"] = {"lat": area.lat, "lon": area.lon}
     return data
@@ -128,7 +119,7 @@ def register_organisation(
             Problem("kind", f"is {existing.kind}; an organisation does not change kind", "conflict")
         )
     data = _located(model, problems)
-    _raise_if(problems)
+    refuse_if(problems)
     if existing is not None and existing.data == data:
         return Decision(data)  # a resend of what we have: nothing changes, nothing is emitted
     action = "organisation.registered" if existing is None else "organisation.updated"
@@ -167,14 +158,16 @@ def register_student(
     if existing is not None and not existing.live:
         if must_exist:
             problems.append(Problem("student_id", "the student was erased", "not_found"))
-        elif existing.erased_at is not None and occurred_at <= existing.erased_at:
+        elif existing.erased_at is not None and not revives(
+            ce_type("student.registered"), occurred_at, existing.erased_at
+        ):
             problems.append(
                 Problem("student_id", "the student was erased after this registration", "conflict")
             )
     elif must_exist and not live:
         problems.append(Problem("student_id", f"unknown student {model.student_id}", "not_found"))
     data = _located(model, problems)
-    _raise_if(problems)
+    refuse_if(problems)
     unknown = _normalise_skills(data, "skills")
     if live and existing is not None and existing.data == data:
         return Decision(data, unknown_skills=unknown)
@@ -184,9 +177,9 @@ def register_student(
 
 def erase_student(actor: Identity, existing: StudentState | None, student_id: str) -> Decision:
     if existing is None or not existing.live:
-        raise Rejected([Problem("student_id", f"unknown student {student_id}", "not_found")])
+        raise Refused.of("not_found", "student_id", f"unknown student {student_id}")
     if not actor.acts_for(existing.school_id):
-        raise Rejected([Problem("student_id", "a school erases only its own students", "forbidden")])
+        raise Refused.of("forbidden", "student_id", "a school erases only its own students")
     return Decision(None, [(ce_type("student.erased"), {"student_id": student_id})])
 
 
@@ -216,7 +209,7 @@ def post_vacancy(
     elif must_exist:
         problems.append(Problem("vacancy_id", f"unknown vacancy {model.vacancy_id}", "not_found"))
     data = _located(model, problems)
-    _raise_if(problems)
+    refuse_if(problems)
     unknown = _normalise_skills(data, "required_skills", "preferred_skills")
     if existing is not None and existing.data == data:
         return Decision(data, unknown_skills=unknown)
@@ -226,9 +219,9 @@ def post_vacancy(
 
 def close_vacancy(actor: Identity, existing: VacancyState | None, vacancy_id: str, reason: str) -> Decision:
     if existing is None:
-        raise Rejected([Problem("vacancy_id", f"unknown vacancy {vacancy_id}", "not_found")])
+        raise Refused.of("not_found", "vacancy_id", f"unknown vacancy {vacancy_id}")
     if not actor.acts_for(existing.organisation_id):
-        raise Rejected([Problem("vacancy_id", "a company closes only its own vacancies", "forbidden")])
+        raise Refused.of("forbidden", "vacancy_id", "a company closes only its own vacancies")
     if existing.status == "closed":
         return Decision(existing.data)  # closing twice changes nothing
     return Decision(

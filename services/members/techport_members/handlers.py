@@ -1,148 +1,261 @@
-"""Partner ingress: every event on `techport.partner-ingress.v1` is checked completely, then either stored
-(through the same use cases as the API) or answered with `ingress.rejected` listing every error found.
-Nothing of a rejected event is stored; a redelivered event (same ce_source and ce_id) has effect once."""
+"""Members' use cases, one handler each, in one table (`HANDLERS`). The API sends commands; a partner's events
+(from its own Kafka topic, or over HTTP) come as the contract's event models and take the same handlers, so
+every path stores the same state and emits the same canonical events.
+
+A handler loads what the rule needs through the unit of work, lets the domain decide (which refuses before
+anything is written), stores, emits through the outbox, and commits once.
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
 from techport_shared.consumer import ConsumedRecord
-from techport_shared.envelope import Envelope, EnvelopeError, from_record
-from techport_shared.events import IngressRejected, ce_type, dump, field_errors, parse_data
+from techport_shared.envelope import Envelope
+from techport_shared.errors import Problem, Refused
+from techport_shared.events import (
+    IngressRejected,
+    OrganisationData,
+    OrganisationRegistered,
+    StudentData,
+    StudentRegistered,
+    StudentUpdated,
+    VacancyClosed,
+    VacancyData,
+    VacancyPosted,
+    ce_type,
+    dump,
+)
 from techport_shared.identity import Identity, organisation
-from techport_shared.topics import PARTNER_INGRESS, PARTNER_INGRESS_REJECTED
-from techport_shared.uow import DuplicateMessage, UnitOfWork
+from techport_shared.logging import get_logger
+from techport_shared.messagebus import Context
+from techport_shared.sealing import seal
+from techport_shared.topics import partner_of, partner_topics, topic_for_type
 
-from techport_members import service
-from techport_members.domain import Problem, Rejected
-from techport_members.metrics import INGRESS
-from techport_members.service import Cause
-from techport_members.store import MembersRepository
+from techport_members import domain
+from techport_members.domain import Decision
+from techport_members.metrics import INGRESS, REGISTRATIONS, RETIRED_INGRESS, UNKNOWN_SKILLS
+from techport_members.store import MembersUnitOfWork
 
+log = get_logger(__name__)
+SOURCE = "/members"
 CONSUMER = "members-ingress"
-_PARTNER_SOURCE = re.compile(r"^/partners/([A-Za-z0-9._:-]{1,64})$")
-
-UseCase = Callable[[UnitOfWork, Identity, Any, Cause], Awaitable[Any]]
-
-
-async def _register_student(uow: UnitOfWork, actor: Identity, model: Any, cause: Cause) -> Any:
-    return await service.register_student(uow, actor, model, cause)
+# Creates an organisation's own ingress and rejected topics (the Kafka admin API; a fake in fast tests).
+Provision = Callable[[str], Awaitable[None]]
 
 
-async def _update_student(uow: UnitOfWork, actor: Identity, model: Any, cause: Cause) -> Any:
-    return await service.register_student(uow, actor, model, cause, must_exist=True)
+# --- commands -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegisterOrganisation:
+    data: OrganisationData
 
 
-async def _close_vacancy(uow: UnitOfWork, actor: Identity, model: Any, cause: Cause) -> Any:
-    return await service.close_vacancy(uow, actor, model.vacancy_id, model.reason, cause)
+@dataclass(frozen=True)
+class RegisterStudent:
+    data: StudentData
+    must_exist: bool = False  # an update: the student must be registered (and not erased)
 
 
-USE_CASES: dict[str, UseCase] = {
-    ce_type("organisation.registered"): service.register_organisation,
-    ce_type("student.registered"): _register_student,
-    ce_type("student.updated"): _update_student,
-    ce_type("vacancy.posted"): service.post_vacancy,
-    ce_type("vacancy.closed"): _close_vacancy,
+@dataclass(frozen=True)
+class EraseStudent:
+    student_id: str
+
+
+@dataclass(frozen=True)
+class PostVacancy:
+    data: VacancyData
+
+
+@dataclass(frozen=True)
+class CloseVacancy:
+    vacancy_id: str
+    reason: str
+
+
+# --- handlers -----------------------------------------------------------------------------------------------
+_SEALED_TYPES = (ce_type("student.registered"), ce_type("student.updated"))
+
+
+async def _emit(uow: MembersUnitOfWork, decision: Decision, subject: str, context: Context) -> None:
+    for type_, data in decision.events:
+        if type_ in _SEALED_TYPES:
+            # A student's personal fields leave members sealed under the student's own key.
+            kid, key = await uow.members.student_key(data["student_id"])
+            data = seal(data, key, kid)
+        uow.emit(topic_for_type(type_).name, context.origin.event(type_, SOURCE, data, subject))
+
+
+def _count(entity: str, kind: str, decision: Decision, context: Context) -> None:
+    if context.origin.channel in ("ingress", "http"):
+        INGRESS.labels("accepted", "ok").inc()
+    if decision.events:
+        REGISTRATIONS.labels(entity, kind, context.origin.channel).inc()
+    if decision.unknown_skills:
+        UNKNOWN_SKILLS.inc(decision.unknown_skills)
+
+
+async def register_organisation(
+    command: RegisterOrganisation, uow: MembersUnitOfWork, context: Context, provision: Provision
+) -> Decision:
+    data = command.data
+    decision = domain.register_organisation(
+        context.actor, data, await uow.members.organisation(data.organisation_id)
+    )
+    if decision.events:
+        assert decision.data is not None
+        # Its topics exist before anyone is told of it: a partner may publish as soon as it is registered.
+        await provision(data.organisation_id)
+        await uow.members.save_organisation(decision.data)
+        await _emit(uow, decision, data.organisation_id, context)
+    await uow.commit()
+    _count("organisation", data.kind, decision, context)
+    return decision
+
+
+async def register_student(command: RegisterStudent, uow: MembersUnitOfWork, context: Context) -> Decision:
+    data = command.data
+    school = await uow.members.organisation(data.school_id) if data.school_id else None
+    existing = await uow.members.student(data.student_id)
+    decision = domain.register_student(
+        context.actor, data, existing, school, context.origin.occurred_at, command.must_exist
+    )
+    if decision.events:
+        assert decision.data is not None
+        await uow.members.save_student(decision.data)
+        await _emit(uow, decision, data.student_id, context)
+    await uow.commit()
+    _count("student", "created" if decision.created else "updated", decision, context)
+    return decision
+
+
+async def erase_student(command: EraseStudent, uow: MembersUnitOfWork, context: Context) -> Decision:
+    decision = domain.erase_student(
+        context.actor, await uow.members.student(command.student_id), command.student_id
+    )
+    await uow.members.erase_student(command.student_id)
+    await _emit(uow, decision, command.student_id, context)
+    await uow.commit()
+    _count("student", "erased", decision, context)
+    return decision
+
+
+async def post_vacancy(command: PostVacancy, uow: MembersUnitOfWork, context: Context) -> Decision:
+    data = command.data
+    company = await uow.members.organisation(data.organisation_id)
+    existing = await uow.members.vacancy(data.vacancy_id)
+    decision = domain.post_vacancy(context.actor, data, existing, company)
+    if decision.events:
+        assert decision.data is not None
+        await uow.members.save_vacancy(decision.data)
+        await _emit(uow, decision, data.vacancy_id, context)
+    await uow.commit()
+    _count("vacancy", "posted" if decision.created else "updated", decision, context)
+    return decision
+
+
+async def close_vacancy(command: CloseVacancy, uow: MembersUnitOfWork, context: Context) -> Decision:
+    existing = await uow.members.vacancy(command.vacancy_id)
+    decision = domain.close_vacancy(context.actor, existing, command.vacancy_id, command.reason)
+    if decision.events:
+        assert decision.data is not None
+        await uow.members.save_vacancy(decision.data, closed_reason=command.reason)
+        await _emit(uow, decision, command.vacancy_id, context)
+    await uow.commit()
+    _count("vacancy", "closed", decision, context)
+    return decision
+
+
+# --- a partner's events: the same handlers, as the contract's event types -----------------------------------
+async def on_organisation_registered(
+    event: OrganisationRegistered, uow: MembersUnitOfWork, context: Context, provision: Provision
+) -> Decision:
+    return await register_organisation(RegisterOrganisation(event), uow, context, provision)
+
+
+async def on_student_registered(
+    event: StudentRegistered, uow: MembersUnitOfWork, context: Context
+) -> Decision:
+    return await register_student(RegisterStudent(event), uow, context)
+
+
+async def on_student_updated(event: StudentUpdated, uow: MembersUnitOfWork, context: Context) -> Decision:
+    return await register_student(RegisterStudent(event, must_exist=True), uow, context)
+
+
+async def on_vacancy_posted(event: VacancyPosted, uow: MembersUnitOfWork, context: Context) -> Decision:
+    return await post_vacancy(PostVacancy(event), uow, context)
+
+
+async def on_vacancy_closed(event: VacancyClosed, uow: MembersUnitOfWork, context: Context) -> Decision:
+    return await close_vacancy(CloseVacancy(event.vacancy_id, event.reason), uow, context)
+
+
+HANDLERS: dict[type, Callable[..., Awaitable[Any]]] = {
+    RegisterOrganisation: register_organisation,
+    RegisterStudent: register_student,
+    EraseStudent: erase_student,
+    PostVacancy: post_vacancy,
+    CloseVacancy: close_vacancy,
+    # What a partner may send (contract section 1: a partner's ingress topic, and POST /events).
+    OrganisationRegistered: on_organisation_registered,
+    StudentRegistered: on_student_registered,
+    StudentUpdated: on_student_updated,
+    VacancyPosted: on_vacancy_posted,
+    VacancyClosed: on_vacancy_closed,
 }
-assert set(USE_CASES) == set(PARTNER_INGRESS.types)
 
 
-def partner_id(source: str | None) -> str | None:
-    match = _PARTNER_SOURCE.match(source or "")
-    return match.group(1) if match else None
+# --- the partner ingress: who speaks, and what a refusal becomes --------------------------------------------
+def partner_actor(record: ConsumedRecord) -> Identity:
+    """The acting organisation of a record is the owner of the topic it came from: only its credentials may
+    write there (ACLs), so a header cannot make anyone else the actor."""
+    partner = partner_of(record.topic)
+    if partner is None:
+        raise ValueError(f"{record.topic} is not a partner's ingress topic")
+    return organisation(partner)
 
 
-class PartnerIngress:
-    """The record handler of the ingress topic."""
+def check_source(envelope: Envelope, context: Context) -> list[Problem]:
+    return domain.partner_source_problems(context.actor, context.source)
 
-    def __init__(self, unit_of_work: Callable[[], UnitOfWork]) -> None:
-        self._unit_of_work = unit_of_work
+
+def ingress_consumer(context: Context) -> str:
+    """(ce_source, ce_id) is unique per authenticated partner: each has its own processed-messages namespace,
+    so no partner can use up another's ids."""
+    return f"{CONSUMER}:{context.actor.organisation_id}"
+
+
+def reject(uow: MembersUnitOfWork, envelope: Envelope, problems: list[Problem], context: Context) -> None:
+    """A refused partner event: counted, and answered on the partner's own rejected topic (a refusal over HTTP
+    is answered in the response instead). Nothing of the event is stored."""
+    INGRESS.labels("rejected", Refused(problems).kind).inc()
+    if context.origin.channel != "ingress" or context.actor.organisation_id is None:
+        return
+    partner = context.actor.organisation_id
+    rejection = IngressRejected.of(
+        envelope.id, envelope.type, envelope.source, [p.as_dict() for p in problems]
+    )
+    uow.emit(
+        partner_topics(partner).rejected,
+        context.origin.event(ce_type("ingress.rejected"), SOURCE, dump(rejection), subject=partner),
+    )
+
+
+class RetiredIngress:
+    """Version 1's shared ingress topic: nothing written there is stored. Each record is counted and its
+    claimed source logged (never its data), so an operator sees who still has to move over."""
 
     async def __call__(self, record: ConsumedRecord) -> str:
-        try:
-            envelope = from_record(record.key, record.value, record.headers)
-        except EnvelopeError as exc:
-            return await self._reject_unreadable(record, Problem(exc.field, exc.message))
-        async with self._unit_of_work() as uow:
-            if not await uow.claim(CONSUMER, envelope.source, envelope.id):
-                return "duplicate"
-            problems = await self._apply(uow, envelope)
-            if problems:
-                # Roll back anything the checks touched; keep only the processed mark and the rejection.
-                await uow.session.rollback()
-                await uow.claim(CONSUMER, envelope.source, envelope.id)
-                self._emit_rejection(uow, envelope, problems)
-            try:
-                await uow.commit()
-            except DuplicateMessage:
-                return "duplicate"
-        INGRESS.labels("rejected" if problems else "accepted", _reason(problems)).inc()
-        return "rejected" if problems else "handled"
-
-    async def _apply(self, uow: UnitOfWork, envelope: Envelope) -> list[Problem]:
-        problems: list[Problem] = []
-        partner = partner_id(envelope.source)
-        if partner is None:
-            problems.append(Problem("ce_source", "must be /partners/<organisation id>", "forbidden"))
-        elif await MembersRepository(uow.session).organisation(partner) is None:
-            problems.append(Problem("ce_source", f"{partner} is not a registered organisation", "forbidden"))
-        use_case = USE_CASES.get(envelope.type)
-        if use_case is None:
-            problems.append(Problem("ce_type", f"{envelope.type} is not accepted on the ingress topic"))
-            return problems
-        try:
-            model = parse_data(envelope.type, envelope.data)
-        except ValidationError as exc:
-            return problems + [Problem(f"data.{e['field']}", e["message"]) for e in field_errors(exc)]
-        if problems or partner is None:
-            return problems
-        try:
-            await use_case(uow, organisation(partner), model, Cause.of_event(envelope))
-        except Rejected as rejected:
-            return [Problem(f"data.{p.field}", p.message, p.kind) for p in rejected.problems]
-        return []
-
-    def _emit_rejection(self, uow: UnitOfWork, envelope: Envelope, problems: list[Problem]) -> None:
-        rejection = IngressRejected(
-            ce_id=envelope.id,
-            ce_type=envelope.type,
-            ce_source=envelope.source,
-            errors=[p.as_dict() for p in problems],
+        source = (record.header("ce_source") or "")[:120]
+        RETIRED_INGRESS.inc()
+        log.warning(
+            "an event on the retired shared ingress topic was not stored; the partner must use its own topic",
+            claimed_source=source,
+            ce_type=(record.header("ce_type") or "")[:120],
         )
-        subject = partner_id(envelope.source) or "unknown"
-        uow.emit(
-            PARTNER_INGRESS_REJECTED.name,
-            envelope.caused(ce_type("ingress.rejected"), service.SOURCE, dump(rejection), subject=subject),
-        )
+        return "ignored"
 
-    async def _reject_unreadable(self, record: ConsumedRecord, problem: Problem) -> str:
-        """Not a readable CloudEvent: reject with what the headers tell; dedupe by its place in the topic."""
-        source = record.header("ce_source") or ""
-        event_id = record.header("ce_id") or ""
-        async with self._unit_of_work() as uow:
-            if not await uow.claim(CONSUMER, f"kafka:{record.topic}", f"{record.partition}:{record.offset}"):
-                return "duplicate"
-            place = f"{record.topic}/{record.partition}/{record.offset}"
-            stand_in = Envelope(
-                type=record.header("ce_type") or "", source=source, id=event_id or place, data={}
-            )
-            self._emit_rejection(uow, stand_in, [problem])
-            try:
-                await uow.commit()
-            except DuplicateMessage:
-                return "duplicate"
-        INGRESS.labels("rejected", "envelope").inc()
-        return "rejected"
-
-
-def _reason(problems: list[Problem]) -> str:
-    if not problems:
-        return "ok"
-    kinds = {p.kind for p in problems}
-    for kind in ("forbidden", "not_found", "conflict"):
-        if kind in kinds:
-            return kind
-    return "invalid"
+    async def batch(self, records: list[ConsumedRecord]) -> list[str]:
+        return [await self(record) for record in records]

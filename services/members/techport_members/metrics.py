@@ -13,3 +13,7 @@ INGRESS = Counter(
 UNKNOWN_SKILLS = Counter(
     "techport_members_unknown_skills_total", "Skills not in the vocabulary, kept as free text."
 )
+RETIRED_INGRESS = Counter(
+    "techport_members_retired_ingress_total",
+    "Records on version 1's shared ingress topic, which is retired: none of them is stored.",
+)

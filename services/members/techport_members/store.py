@@ -1,19 +1,22 @@
 """Members' database: organisations, students (and erased markers), vacancies, plus the outbox and the
 processed-messages table. Each record keeps its canonical data (what its last event said) as JSON, beside the
-columns we look records up by."""
+columns we look records up by. `MembersUnitOfWork` gives handlers the repository; nothing else sees a session."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
 from techport_shared.db import json_field, utc_field
 from techport_shared.messaging import messaging_tables
+from techport_shared.sealing import new_key
 from techport_shared.topics import STUDENTS
+from techport_shared.uow import UnitOfWork
 
 from techport_members.domain import OrganisationState, StudentState, VacancyState
 
@@ -47,6 +50,17 @@ class ErasedStudentRow(MembersTable, table=True):
     student_id: str = Field(primary_key=True, max_length=64)
     school_id: str | None = Field(default=None, max_length=64)
     erased_at: datetime = utc_field()
+
+
+class StudentKeyRow(MembersTable, table=True):
+    """The key a student's personal fields are sealed with on the topics (sealing.py). Erasure deletes it,
+    and with it every sealed copy becomes unreadable."""
+
+    __tablename__ = "student_keys"
+    student_id: str = Field(primary_key=True, max_length=64)
+    key_id: str = Field(max_length=40)
+    key: bytes
+    created_at: datetime = utc_field()
 
 
 class VacancyRow(MembersTable, table=True):
@@ -119,11 +133,36 @@ class MembersRepository:
             row.school_id, row.data, row.updated_at = data["school_id"], data, now
         self.session.add(row)
 
+    async def student_key(self, student_id: str) -> tuple[str, bytes]:
+        """The key (id and bytes) the student's personal fields are sealed with, made on first use."""
+        row = await self.session.get(StudentKeyRow, student_id)
+        if row is None:
+            row = StudentKeyRow(
+                student_id=student_id, key_id=uuid.uuid4().hex, key=new_key(), created_at=datetime.now(UTC)
+            )
+            self.session.add(row)
+        return row.key_id, row.key
+
+    async def student_keys(self, wanted: dict[str, str]) -> dict[str, bytes | None]:
+        """The keys asked for (student id -> key id); None where the key is gone or was replaced."""
+        rows = await self.session.scalars(
+            select(StudentKeyRow).where(col(StudentKeyRow.student_id).in_(list(wanted)))
+        )
+        found = {row.student_id: row for row in rows}
+        return {
+            student_id: found[student_id].key
+            if student_id in found and found[student_id].key_id == kid
+            else None
+            for student_id, kid in wanted.items()
+        }
+
     async def erase_student(self, student_id: str) -> None:
-        """Remove every trace of the student's personal data from this database, the outbox included."""
+        """Remove every trace of the student's personal data from this database (the outbox included), and
+        destroy its key: every sealed copy on the topics is unreadable from now on."""
         row = await self.session.get(StudentRow, student_id)
         school_id = row.school_id if row is not None else None
         await self.session.execute(delete(StudentRow).where(col(StudentRow.student_id) == student_id))
+        await self.session.execute(delete(StudentKeyRow).where(col(StudentKeyRow.student_id) == student_id))
         outbox = tables.outbox
         await self.session.execute(
             delete(outbox).where(outbox.c.topic == STUDENTS.name, outbox.c.message_key == student_id)
@@ -131,6 +170,9 @@ class MembersRepository:
         self.session.add(
             ErasedStudentRow(student_id=student_id, school_id=school_id, erased_at=datetime.now(UTC))
         )
+
+    async def organisation_ids(self) -> list[str]:
+        return list(await self.session.scalars(select(col(OrganisationRow.organisation_id))))
 
     async def vacancy(self, vacancy_id: str) -> VacancyState | None:
         row = await self.session.get(VacancyRow, vacancy_id)
@@ -156,3 +198,10 @@ class MembersRepository:
         if closed_reason is not None:
             row.status, row.closed_reason = "closed", closed_reason
         self.session.add(row)
+
+
+class MembersUnitOfWork(UnitOfWork):
+    members: MembersRepository
+
+    def _open(self, session: AsyncSession) -> None:
+        self.members = MembersRepository(session)

@@ -1,18 +1,22 @@
 """Writing and sending email: Jinja2 templates with an HTML and a plain-text part, in Dutch (default) or
-English; a stable Message-ID per notification; an unsubscribe link and List-Unsubscribe headers;
-aiosmtplib."""
+English; a stable Message-ID per notification; the correlation id of what it reports on; an unsubscribe link
+with RFC 8058 one-click headers; aiosmtplib, with SMTPUTF8 where an address needs it and the server offers
+it. And the unsubscribe page a person sees when they open that link.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 from typing import Any
 
 import aiosmtplib
 from itsdangerous import BadData, URLSafeSerializer
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from techport_notifications.domain import MailAddress, Recipient, address_fingerprint, safe_name
 from techport_notifications.settings import SmtpSettings
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -26,8 +30,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "partnership_formed": "Nieuw partnerschap via Techport",
         "partnership_intro": "U heeft een partnerschap gesloten met",
         "matched_skills": "Passende vaardigheden",
+        "view_match": "Bekijk de vacature",
+        "view_candidate": "Bekijk de kandidaat",
+        "view_partnership": "Bekijk het partnerschap",
         "why": "Je ontvangt deze e-mail via Techport IJmond.",
         "unsubscribe": "Afmelden",
+        "page_title": "Afmelden voor e-mail van Techport",
+        "confirm": "Wilt u geen e-mail meer van Techport IJmond ontvangen op dit adres?",
+        "button": "Afmelden",
+        "done": "U bent afgemeld. U ontvangt geen e-mail meer van Techport IJmond op dit adres.",
+        "undo_button": "Toch weer e-mail ontvangen",
+        "undone": "U ontvangt weer e-mail van Techport IJmond.",
+        "invalid": "Deze afmeldlink is niet (meer) geldig.",
     },
     "en": {
         "greeting": "Dear",
@@ -39,8 +53,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "partnership_formed": "New partnership through Techport",
         "partnership_intro": "You formed a partnership with",
         "matched_skills": "Matching skills",
+        "view_match": "View the vacancy",
+        "view_candidate": "View the candidate",
+        "view_partnership": "View the partnership",
         "why": "You receive this email through Techport IJmond.",
         "unsubscribe": "Unsubscribe",
+        "page_title": "Unsubscribe from Techport email",
+        "confirm": "Do you want to stop receiving email from Techport IJmond at this address?",
+        "button": "Unsubscribe",
+        "done": "You are unsubscribed. You will receive no more email from Techport IJmond at this address.",
+        "undo_button": "Receive email again",
+        "undone": "You will receive email from Techport IJmond again.",
+        "invalid": "This unsubscribe link is not valid (any more).",
     },
 }
 
@@ -53,6 +77,10 @@ _environment = Environment(
 )
 
 
+def language(code: str | None) -> str:
+    return "en" if code == "en" else "nl"
+
+
 @dataclass(frozen=True)
 class Rendered:
     subject: str
@@ -61,15 +89,21 @@ class Rendered:
 
 
 def render(
-    template: str, language: str, name: str, items: list[dict[str, Any]], unsubscribe_url: str
+    template: str,
+    lang: str,
+    name: str,
+    items: list[dict[str, Any]],
+    unsubscribe_url: str,
+    portal_url: str,
 ) -> Rendered:
-    texts = TEXTS["en" if language == "en" else "nl"]
+    texts = TEXTS[language(lang)]
     context = {
         "t": texts,
-        "lang": "en" if language == "en" else "nl",
-        "name": name,
+        "lang": language(lang),
+        "name": safe_name(name),
         "items": items,
         "unsubscribe_url": unsubscribe_url,
+        "portal_url": portal_url.rstrip("/"),
         "subject": texts[template],
     }
     return Rendered(
@@ -79,46 +113,86 @@ def render(
     )
 
 
+def render_page(state: str, lang: str, token: str, public_url: str) -> str:
+    """The unsubscribe page: a button to confirm (a GET changes nothing: mail scanners open links), then a
+    way back."""
+    base = public_url.rstrip("/")
+    return _environment.get_template("unsubscribe.html.j2").render(
+        t=TEXTS[language(lang)],
+        lang=language(lang),
+        state=state,
+        token=token,
+        action=f"{base}/unsubscribe",
+        undo_action=f"{base}/unsubscribe/undo",
+    )
+
+
+@dataclass(frozen=True)
+class UnsubscribeToken:
+    recipient: Recipient
+    address: str  # domain.address_fingerprint of the address the email went to
+    lang: str
+
+
 class Unsubscribes:
-    """Signed, tamper-proof unsubscribe tokens (itsdangerous)."""
+    """Signed, tamper-proof unsubscribe tokens (itsdangerous), bound to the recipient (kind and id) and the
+    address the email went to; they hold no personal data in the clear."""
 
     def __init__(self, secret: str, public_url: str) -> None:
-        self._serializer = URLSafeSerializer(secret, salt="techport-unsubscribe")
+        self._serializer = URLSafeSerializer(secret, salt="techport-unsubscribe-v2")
         self._public_url = public_url.rstrip("/")
 
-    def token(self, recipient_id: str) -> str:
-        return self._serializer.dumps({"r": recipient_id})
+    def token(self, recipient: Recipient, email: str, lang: str) -> str:
+        return self._serializer.dumps(
+            {"k": recipient.kind, "r": recipient.id, "a": address_fingerprint(email), "l": language(lang)}
+        )
 
-    def url(self, recipient_id: str) -> str:
-        return f"{self._public_url}/unsubscribe?token={self.token(recipient_id)}"
+    def url(self, recipient: Recipient, email: str, lang: str) -> str:
+        return f"{self._public_url}/unsubscribe?token={self.token(recipient, email, lang)}"
 
-    def recipient(self, token: str) -> str | None:
+    def read(self, token: str) -> UnsubscribeToken | None:
         try:
             data = self._serializer.loads(token)
         except (BadData, ValueError, UnicodeError):
             return None
-        recipient = data.get("r") if isinstance(data, dict) else None
-        return recipient if isinstance(recipient, str) else None
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("k", "r", "a")):
+            return None
+        if data["k"] not in ("student", "organisation", "vacancy_contact"):
+            return None
+        return UnsubscribeToken(Recipient(data["k"], data["r"]), data["a"], language(data.get("l")))
 
 
 def build_message(
-    sender: str, to_name: str, to_email: str, message_id: str, rendered: Rendered, unsubscribe_url: str
+    sender: str,
+    to_name: str,
+    to: MailAddress,
+    message_id: str,
+    rendered: Rendered,
+    unsubscribe_url: str,
+    correlation_id: str | None,
 ) -> EmailMessage:
+    """The email. Every header value is safe by construction: the name is cleaned of line breaks and control
+    characters, the address is split into local part and (IDNA) domain, never parsed from a string."""
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = formataddr((to_name, to_email))
+    message["To"] = Address(safe_name(to_name), username=to.local, domain=to.domain)
     message["Subject"] = rendered.subject
     message["Date"] = formatdate(localtime=False)
     # Stable per notification: a resend after a crash carries the same id, so mail systems can drop it.
     message["Message-ID"] = message_id
     message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if correlation_id:
+        # Which event this email comes from: it can be followed back to the partner's event.
+        message["X-Techport-Correlation-Id"] = safe_name(correlation_id)
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
     return message
 
 
 async def send(settings: SmtpSettings, message: EmailMessage) -> None:
+    """Send over SMTP. An address that needs SMTPUTF8 goes out with it where the server offers it; where it
+    does not, aiosmtplib raises SMTPNotSupported, which the sender records as a failure with its reason."""
     await aiosmtplib.send(
         message,
         hostname=settings.host,

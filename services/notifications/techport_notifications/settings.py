@@ -35,10 +35,21 @@ class NotificationsSettings(ServiceSettings):
     public_url: str = Field(
         "http://127.0.0.1:8000/api/v1", validation_alias=AliasChoices("TECHPORT_PUBLIC_URL", "public_url")
     )
+    # Where emails link to (the portal's pages of a match, a candidate, a partnership).
+    portal_url: str = Field(
+        "http://127.0.0.1:8000/portal", validation_alias=AliasChoices("TECHPORT_PORTAL_URL", "portal_url")
+    )
+    # Members, which holds the keys of students' sealed fields (only reached inside the platform).
+    members_url: str = Field(
+        "http://127.0.0.1:8101", validation_alias=AliasChoices("MEMBERS_URL", "members_url")
+    )
     send_attempts: int = Field(5, ge=1, description="SMTP attempts before notification.failed")
     backoff_initial_s: float = Field(2.0, gt=0)
     backoff_max_s: float = Field(300.0, gt=0)
     poll_interval_s: float = Field(1.0, gt=0)
     # How long a claimed send is left to its sender; only after that may another replica send it again.
     sending_claim_s: float = Field(600.0, gt=0)
+    # How many due notifications one pass claims, and how many of them are sent at once.
+    send_batch: int = Field(50, ge=1)
+    send_concurrency: int = Field(4, ge=1)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

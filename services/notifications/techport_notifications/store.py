@@ -1,18 +1,23 @@
-"""Notifications' database: the recipients it needs (names, email, language, consent; nothing more), what it
-must know to write about a vacancy, the notifications with their digest schedule (the delivery log), the
-items each reports on, unsubscribes, and the outbox and processed-messages tables."""
+"""Notifications' database: the recipients it needs (typed: kind and id; names, address, language, consent,
+and of a student what a company may read: level and programme), what it must know to write about a vacancy,
+the notifications with their digest schedule (the delivery log), the items each reports on, unsubscribes,
+erased students, and the outbox and processed-messages tables. `NotificationsUnitOfWork` gives handlers the
+repository; nothing else sees a session."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import UniqueConstraint, delete, select
+from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
 from techport_shared.db import json_field, utc_field
 from techport_shared.messaging import messaging_tables
+from techport_shared.uow import UnitOfWork
+
+from techport_notifications.domain import STUDENT, Recipient
 
 
 class NotificationsTable(SQLModel, registry=registry()):
@@ -20,16 +25,19 @@ class NotificationsTable(SQLModel, registry=registry()):
 
 
 class RecipientRow(NotificationsTable, table=True):
-    """A student, a vacancy's contact, or an organisation. recipient_id: the student id, `vacancy:<id>`,
-    or the organisation id."""
+    """A student, an organisation, or a vacancy's contact: (kind, recipient_id)."""
 
     __tablename__ = "recipients"
-    recipient_id: str = Field(primary_key=True, max_length=80)
+    __table_args__ = (PrimaryKeyConstraint("kind", "recipient_id", name="pk_recipients"),)
     kind: str = Field(max_length=20)
+    recipient_id: str = Field(max_length=64)
     name: str = Field(max_length=200)
     email: str = Field(max_length=320)
     language: str = Field(max_length=2)
     email_consent: bool
+    # Of a student, what a company's contact may read in its candidates' email (contract section 5).
+    level: str | None = Field(default=None, max_length=20)
+    programme: str | None = Field(default=None, max_length=200)
 
 
 class VacancyInfoRow(NotificationsTable, table=True):
@@ -47,8 +55,13 @@ class OrganisationInfoRow(NotificationsTable, table=True):
 
 
 class UnsubscribeRow(NotificationsTable, table=True):
+    """A recipient that asked for no more email, at the address it had (a new address is asked again)."""
+
     __tablename__ = "unsubscribes"
-    recipient_id: str = Field(primary_key=True, max_length=80)
+    __table_args__ = (PrimaryKeyConstraint("kind", "recipient_id", name="pk_unsubscribes"),)
+    kind: str = Field(max_length=20)
+    recipient_id: str = Field(max_length=64)
+    address: str = Field(max_length=32)  # domain.address_fingerprint of the address it was sent to
     unsubscribed_at: datetime = utc_field()
 
 
@@ -63,7 +76,8 @@ class NotificationRow(NotificationsTable, table=True):
 
     __tablename__ = "notifications"
     notification_id: str = Field(primary_key=True, max_length=64)
-    recipient_id: str = Field(max_length=80, index=True)
+    recipient_kind: str = Field(max_length=20)
+    recipient_id: str = Field(max_length=64, index=True)
     template: str = Field(max_length=40)
     status: str = Field(max_length=12, index=True)  # pending, sending, sent, suppressed, failed
     due_at: datetime = utc_field()  # when pending: when to send; when sending: when the claim lapses
@@ -78,19 +92,22 @@ class NotificationItemRow(NotificationsTable, table=True):
     """What a notification reports on. (recipient, subject) is unique: one email per recipient and match."""
 
     __tablename__ = "notification_items"
-    __table_args__ = (UniqueConstraint("recipient_id", "subject_id", name="uq_items_recipient_subject"),)
+    __table_args__ = (
+        UniqueConstraint("recipient_kind", "recipient_id", "subject_id", name="uq_items_recipient_subject"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     notification_id: str = Field(max_length=64, index=True)
-    recipient_id: str = Field(max_length=80)
+    recipient_kind: str = Field(max_length=20)
+    recipient_id: str = Field(max_length=64)
     subject_id: str = Field(max_length=80)  # the match id or partnership id
     student_id: str | None = Field(default=None, max_length=64, index=True)  # whom the item is about
     about_ce_id: str = Field(max_length=200)
+    correlation_id: str | None = Field(default=None, max_length=200)  # of the event it reports on
     details: dict[str, Any] = json_field()
 
 
 metadata = NotificationsTable.metadata
 tables = messaging_tables(metadata)
-
 
 # "sending" is claimed: an SMTP server may have accepted it, so only a lapsed claim is sent again.
 SENDABLE = ("pending", "sending")
@@ -108,13 +125,22 @@ class NotificationsRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, model: type[Any], key: Any) -> Any:
-        return await self.session.get(model, key)
+    async def get(self, model: type[Any], *key: Any) -> Any:
+        return await self.session.get(model, key if len(key) > 1 else key[0])
 
     def add(self, row: Any) -> None:
         self.session.add(row)
 
-    async def open_digest(self, recipient_id: str, template: str) -> NotificationRow | None:
+    async def delete(self, row: Any) -> None:
+        await self.session.delete(row)
+
+    async def recipient(self, who: Recipient) -> RecipientRow | None:
+        return await self.session.get(RecipientRow, (who.kind, who.id))
+
+    async def unsubscribed(self, who: Recipient) -> UnsubscribeRow | None:
+        return await self.session.get(UnsubscribeRow, (who.kind, who.id))
+
+    async def open_digest(self, who: Recipient, template: str) -> NotificationRow | None:
         """The pending notification still collecting items for this recipient, if any.
 
         Locked (PostgreSQL): while another replica claims this digest we wait, and then see it sending and
@@ -122,26 +148,30 @@ class NotificationsRepository:
         return await self.session.scalar(
             select(NotificationRow)
             .where(
-                col(NotificationRow.recipient_id) == recipient_id,
+                col(NotificationRow.recipient_kind) == who.kind,
+                col(NotificationRow.recipient_id) == who.id,
                 col(NotificationRow.template) == template,
                 col(NotificationRow.status) == "pending",
                 col(NotificationRow.attempts) == 0,
             )
+            .order_by(col(NotificationRow.created_at).desc())
+            .limit(1)
             .with_for_update()
         )
 
-    async def claim_for_sending(self, notification_id: str) -> NotificationRow | None:
-        """The notification, locked until commit; None if another replica is sending it (PostgreSQL)."""
-        return await self.session.scalar(
-            select(NotificationRow)
-            .where(col(NotificationRow.notification_id) == notification_id)
-            .with_for_update(skip_locked=True)
+    async def item_count(self, notification_id: str) -> int:
+        rows = await self.session.scalars(
+            select(col(NotificationItemRow.id)).where(
+                col(NotificationItemRow.notification_id) == notification_id
+            )
         )
+        return len(list(rows))
 
-    async def has_item(self, recipient_id: str, subject_id: str) -> bool:
+    async def has_item(self, who: Recipient, subject_id: str) -> bool:
         found = await self.session.scalar(
             select(col(NotificationItemRow.id)).where(
-                col(NotificationItemRow.recipient_id) == recipient_id,
+                col(NotificationItemRow.recipient_kind) == who.kind,
+                col(NotificationItemRow.recipient_id) == who.id,
                 col(NotificationItemRow.subject_id) == subject_id,
             )
         )
@@ -156,41 +186,84 @@ class NotificationsRepository:
         )
         return [item for item in rows if not item.details.get("erased")]
 
-    async def due(self, limit: int = 50) -> list[str]:
-        """Pending notifications whose time has come, and sends whose claim lapsed (the sender died)."""
-        rows = await self.session.scalars(
-            select(col(NotificationRow.notification_id))
-            .where(col(NotificationRow.status).in_(SENDABLE), col(NotificationRow.due_at) <= now())
-            .order_by(col(NotificationRow.due_at))
-            .limit(limit)
+    async def claim_due(self, limit: int, claim_s: float) -> list[str]:
+        """Claim what is due (pending, or a send whose claim lapsed): marked `sending` until the claim lapses,
+        so two senders never take the same one. Each claim is a conditional update (still sendable, still
+        due), which holds on SQLite too, where no row is locked."""
+        moment = now()
+        due = list(
+            await self.session.scalars(
+                select(col(NotificationRow.notification_id))
+                .where(col(NotificationRow.status).in_(SENDABLE), col(NotificationRow.due_at) <= moment)
+                .order_by(col(NotificationRow.due_at))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
         )
-        return list(rows)
+        claimed = []
+        for notification_id in due:
+            result: Any = await self.session.execute(
+                update(NotificationRow)
+                .where(
+                    col(NotificationRow.notification_id) == notification_id,
+                    col(NotificationRow.status).in_(SENDABLE),
+                    col(NotificationRow.due_at) <= moment,
+                )
+                .values(status="sending", due_at=moment + timedelta(seconds=claim_s))
+            )
+            if result.rowcount == 1:
+                claimed.append(notification_id)
+        return claimed
 
-    async def log(self, recipient_id: str) -> list[NotificationRow]:
-        rows = await self.session.scalars(
+    async def claimed(self, notification_id: str) -> NotificationRow | None:
+        """A notification this sender claimed, locked until commit; None if it is gone or another holds it."""
+        return await self.session.scalar(
             select(NotificationRow)
-            .where(col(NotificationRow.recipient_id) == recipient_id)
-            .order_by(col(NotificationRow.created_at))
+            .where(col(NotificationRow.notification_id) == notification_id)
+            .with_for_update(skip_locked=True)
         )
-        return list(rows)
 
-    async def failed(self) -> list[NotificationRow]:
-        return list(
-            await self.session.scalars(select(NotificationRow).where(col(NotificationRow.status) == "failed"))
+    async def log(self, recipient_id: str, kind: str | None) -> list[NotificationRow]:
+        query = select(NotificationRow).where(col(NotificationRow.recipient_id) == recipient_id)
+        if kind is not None:
+            query = query.where(col(NotificationRow.recipient_kind) == kind)
+        return list(await self.session.scalars(query.order_by(col(NotificationRow.created_at))))
+
+    async def retry_failed(self) -> int:
+        """Put failed notifications back on the schedule: they are sent at the next poll."""
+        result: Any = await self.session.execute(
+            update(NotificationRow)
+            .where(col(NotificationRow.status) == "failed")
+            .values(status="pending", attempts=0, due_at=now(), finished_at=None)
         )
+        return int(result.rowcount or 0)
 
     async def forget_student(self, student_id: str) -> None:
         """Erasure: the student's recipient data, pending mail and what it would have said, gone."""
-        await self.session.execute(delete(RecipientRow).where(col(RecipientRow.recipient_id) == student_id))
+        await self.session.execute(
+            delete(RecipientRow).where(
+                col(RecipientRow.kind) == STUDENT, col(RecipientRow.recipient_id) == student_id
+            )
+        )
+        await self.session.execute(
+            delete(UnsubscribeRow).where(
+                col(UnsubscribeRow.kind) == STUDENT, col(UnsubscribeRow.recipient_id) == student_id
+            )
+        )
         pending = list(
             await self.session.scalars(
                 select(col(NotificationRow.notification_id)).where(
-                    col(NotificationRow.recipient_id) == student_id, col(NotificationRow.status) == "pending"
+                    col(NotificationRow.recipient_kind) == STUDENT,
+                    col(NotificationRow.recipient_id) == student_id,
+                    col(NotificationRow.status) == "pending",
                 )
             )
         )
         await self.session.execute(
-            delete(NotificationItemRow).where(col(NotificationItemRow.recipient_id) == student_id)
+            delete(NotificationItemRow).where(
+                col(NotificationItemRow.recipient_kind) == STUDENT,
+                col(NotificationItemRow.recipient_id) == student_id,
+            )
         )
         # Items about the student in others' mail (a company's candidates) lose what named the student.
         about = await self.session.scalars(
@@ -203,3 +276,10 @@ class NotificationsRepository:
             await self.session.execute(
                 delete(NotificationRow).where(col(NotificationRow.notification_id).in_(pending))
             )
+
+
+class NotificationsUnitOfWork(UnitOfWork):
+    notifications: NotificationsRepository
+
+    def _open(self, session: AsyncSession) -> None:
+        self.notifications = NotificationsRepository(session)

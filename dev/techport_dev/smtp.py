@@ -13,7 +13,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from techport_shared.devinfra.kafka import free_port
+from techport_dev.kafka import free_port
 
 
 class CapturingHandler:

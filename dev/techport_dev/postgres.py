@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from techport_shared.devinfra.kafka import free_port
+from techport_dev.kafka import free_port
 
 
 def _bindir() -> Path:

@@ -1,4 +1,4 @@
-"""`python -m techport_shared.devinfra` (also `techport infra`): start local infrastructure by hand."""
+"""`python -m techport_dev` (also `techport infra`): start local infrastructure by hand."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from techport_shared.devinfra.kafka import LocalKafkaCluster, ensure_jars, kafka_endpoint
-from techport_shared.devinfra.postgres import LocalPostgres
-from techport_shared.devinfra.smtp import SmtpSink
+from techport_dev.kafka import LocalKafkaCluster, ensure_jars, kafka_endpoint
+from techport_dev.postgres import LocalPostgres
+from techport_dev.smtp import SmtpSink
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
 
