@@ -54,3 +54,27 @@ def _quiet_http_client_logs() -> None:
     import logging
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+# Fixtures that start or need real infrastructure, and the mark a test that uses them gets, so that
+# `make test-fast` (-m "not kafka and not postgres") runs exactly the tests that need neither.
+_NEEDS = {
+    "kafka_bootstrap": "kafka",
+    "kafka_settings": "kafka",
+    "kafka_topics": "kafka",
+    "postgres_server": "postgres",
+    "shared_platform": "kafka",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for fixture, mark in _NEEDS.items():
+            if fixture in fixtures:
+                item.add_marker(getattr(pytest.mark, mark))
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.postgres)
+        if item.nodeid.startswith(("tests/test_platform_run.py", "tests/faults/")):
+            item.add_marker(pytest.mark.kafka)

@@ -136,7 +136,10 @@ def _run_guide(guide: str, tmp_path: Path, endpoints: dict, var: Path, env: dict
         "TECHPORT_GATEWAY": endpoints["gateway"],
         "TECHPORT_API": f"{endpoints['gateway']}/api/v1",
         "KAFKA_BOOTSTRAP_SERVERS": endpoints["kafka"],
-        "NOTIFICATIONS_DATABASE_URL": f"sqlite:///{(var / 'notifications.db').resolve()}",
+        **{
+            f"{service.upper()}_DATABASE_URL": f"sqlite:///{(var / f'{service}.db').resolve()}"
+            for service in ("members", "matching", "notifications")
+        },
     }
     result = subprocess.run(
         ["bash", "-c", script], cwd=work, env=guide_env, capture_output=True, text=True, timeout=300

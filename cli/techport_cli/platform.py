@@ -72,6 +72,10 @@ def kafka(var: Path) -> Iterator[str]:
     with console.status("Starting Kafka (the first start fetches its jars with Maven)..."):
         bootstrap = cluster.start()
     console.print(f"Kafka ready at {bootstrap} in {time.perf_counter() - started:.1f}s")
+    console.print(
+        "[yellow]Kafka listens in plaintext on loopback, without credentials or ACLs (development only).[/] "
+        "Partners' SASL/SCRAM credentials and ACLs: `techport infra kafka --secure`, and the operator guide."
+    )
     try:
         yield bootstrap
     finally:
@@ -131,6 +135,16 @@ def stop_service(service: Running) -> None:
             os.killpg(service.process.pid, signal.SIGKILL)
 
 
+def dev_secret(var: Path, name: str) -> str:
+    """A development secret that persists under var/secrets/ (readable by its owner only)."""
+    path = var / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def run_platform(var: Path) -> None:
     var.mkdir(parents=True, exist_ok=True)
     (var / "log").mkdir(exist_ok=True)
@@ -139,8 +153,10 @@ def run_platform(var: Path) -> None:
     endpoints_file.unlink(missing_ok=True)
     operator_key = os.environ.get("TECHPORT_OPERATOR_KEY") or f"op_{secrets.token_urlsafe(24)}"
     os.environ["TECHPORT_OPERATOR_KEY"] = operator_key
-    # The secret the gateway signs callers' identities with, and every service verifies.
-    os.environ.setdefault("TECHPORT_IDENTITY_SECRET", secrets.token_urlsafe(32))
+    # The secret the gateway signs callers' identities with, and every service verifies; it also signs
+    # unsubscribe links and keys match references. Made once and kept under var/, so links in emails sent
+    # by an earlier run keep working.
+    os.environ.setdefault("TECHPORT_IDENTITY_SECRET", dev_secret(var, "identity"))
     running: list[Running] = []
     with kafka(var) as bootstrap, smtp(var) as (smtp_host, smtp_port, mail_dir):
         asyncio.run(ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap)))
@@ -150,8 +166,9 @@ def run_platform(var: Path) -> None:
                 port = gateway_port if spec.name == "gateway" else free_port()
                 env = service_environment(spec, var, bootstrap, smtp_host, smtp_port)
                 env.update({f"{s.spec.name.upper()}_URL": s.url for s in running})
-                # Unsubscribe links in emails point at the public API: the gateway.
+                # Unsubscribe links in emails point at the public API: the gateway; so do the portal links.
                 env.setdefault("TECHPORT_PUBLIC_URL", f"http://127.0.0.1:{gateway_port}/api/v1")
+                env.setdefault("TECHPORT_PORTAL_URL", f"http://127.0.0.1:{gateway_port}/portal")
                 service = start_service(spec, port, env, var)
                 running.append(service)
                 with console.status(f"Starting {spec.name}..."):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -135,9 +136,13 @@ class LocalKafkaCluster:
         data_dir: Path | None = None,
         heap_mb: int = 512,
         scram_users: dict[str, str] | None = None,
+        acls: bool = False,
     ) -> None:
         """`scram_users` (name -> password) adds a SCRAM-SHA-512 listener to every node, as Strimzi's
-        KafkaUsers do in the cluster: `sasl_bootstrap_servers` reaches it."""
+        KafkaUsers do in the cluster: `sasl_bootstrap_servers` reaches it. `acls` turns on KRaft's standard
+        authorizer: a SCRAM user may then do only what it was granted (`grant`). The plaintext listener on
+        loopback stays the operator's: its anonymous principal is a super user (it also carries the
+        brokers' and controllers' own traffic)."""
         if brokers < 1:
             raise ValueError("at least one broker")
         self._own_dir = data_dir is None
@@ -150,11 +155,12 @@ class LocalKafkaCluster:
                 free_port(),
                 free_port(),
                 self.data_dir / f"node-{i + 1}",
-                free_port() if scram_users else 0,
+                free_port() if scram_users or acls else 0,
             )
             for i in range(brokers)
         ]
         self.scram_users = dict(scram_users or {})
+        self.acls = acls
         self.jars: Path | None = None
 
     @property
@@ -181,6 +187,15 @@ class LocalKafkaCluster:
             if node.sasl_port
             else []
         )
+        authorizer = (
+            [
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users=User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found=false",
+            ]
+            if self.acls
+            else []
+        )
         return "\n".join(
             [
                 "process.roles=broker,controller",
@@ -192,6 +207,7 @@ class LocalKafkaCluster:
                 "inter.broker.listener.name=PLAINTEXT",
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
                 *scram,
+                *authorizer,
                 f"log.dirs={node.data_dir / 'logs'}",
                 "num.partitions=1",
                 # Topics are created by the project's tooling with their partition counts, never implicitly.
@@ -237,6 +253,10 @@ class LocalKafkaCluster:
             self._launch(node)
         self.wait_ready(self.nodes, timeout_s)
         return self.bootstrap_servers
+
+    def grant(self, users: dict[str, str], grants: list[dict[str, object]]) -> None:
+        """Add SCRAM users and ACLs on this cluster (see `grant_access`)."""
+        grant_access(self.bootstrap_servers, users, grants)
 
     def _format(self, node: KafkaNode) -> None:
         assert self.jars is not None
@@ -328,6 +348,24 @@ class LocalKafkaCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def grant_access(bootstrap: str, users: dict[str, str], grants: list[dict[str, object]]) -> None:
+    """Add SCRAM users (name -> password) and ACLs ({principal, resource, name, pattern, operations}) through
+    a super user's listener, with Kafka's Admin client in one JVM (KafkaAccess.java, run as a single-file
+    source program on the broker's jars)."""
+    jars = ensure_jars()
+    source = Path(__file__).parent / "java" / "KafkaAccess.java"
+    spec = json.dumps({"users": [{"name": n, "password": p} for n, p in users.items()], "acls": grants})
+    java = shutil.which("java", path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin")) or "java"
+    result = subprocess.run(
+        [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{jars}/*", str(source), bootstrap],
+        input=spec,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"granting Kafka access failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
 
 
 def docker_available() -> bool:

@@ -41,10 +41,17 @@ class CapturingHandler:
 
 class SmtpSink:
     def __init__(
-        self, mail_dir: Path | None = None, host: str = "127.0.0.1", port: int | None = None
+        self,
+        mail_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        smtputf8: bool = True,
     ) -> None:
+        """`smtputf8`: offer SMTPUTF8 (international addresses), as Mailpit and most servers do; a test turns
+        it off to see how an address that needs it is handled by a server without it."""
         self.host = host
         self.port = port or free_port()
+        self.smtputf8 = smtputf8
         self.handler = CapturingHandler(mail_dir)
         self._controller: Controller | None = None
 
@@ -53,7 +60,7 @@ class SmtpSink:
         return self.handler.messages
 
     def start(self) -> SmtpSink:
-        kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port}
+        kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port, "enable_SMTPUTF8": self.smtputf8}
         self._controller = Controller(self.handler, **kwargs)
         self._controller.start()
         return self

@@ -342,6 +342,16 @@ class ReliableConsumer:
         event_type = type_label(record.header("ce_type"))
         EVENTS_CONSUMED.labels(self.service, topic_label(record.topic), event_type, outcome).inc()
 
+    def refresh_metadata(self) -> None:
+        """Ask the brokers for metadata now: a subscription by pattern then takes a new topic at once
+        (aiokafka has no public call for it; its client's is used, and a failure only means waiting for the
+        next regular refresh)."""
+        for _group, subscriber in self._subscribers:
+            client = getattr(getattr(subscriber, "consumer", None), "_client", None)
+            if client is not None and getattr(subscriber, "pattern", None):
+                with contextlib.suppress(Exception):
+                    client.force_metadata_update()
+
     # --- lag ------------------------------------------------------------------------------------------------
     async def record_lag(self) -> None:
         """Set `techport_consumer_lag` for every assigned partition: the log end offset minus the offset this

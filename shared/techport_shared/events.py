@@ -173,6 +173,35 @@ class StudentUpdated(StudentData):
     pass
 
 
+class SealedFields(BaseModel):
+    """A student's personal fields, sealed under the student's key (sealing.py): AES-256-GCM."""
+
+    v: Literal[1]
+    alg: Literal["A256GCM"]
+    kid: Annotated[str, Field(max_length=40)]
+    nonce: Annotated[str, Field(max_length=24)]
+    ct: Annotated[str, Field(max_length=8192)]
+
+
+class SealedStudent(_Data):
+    """`student.registered` / `student.updated` as members publishes them on `techport.students.v1`: the
+    personal fields (given_name, family_name, email, postcode, location) are in `sealed`; erasure destroys
+    the key, and every copy becomes unreadable."""
+
+    student_id: EntityId
+    school_id: EntityId | None
+    level: Level
+    programme: Text
+    crebo: Annotated[str, Field(pattern=r"^[0-9]{5}$")] | None = None
+    skills: list[SkillText] = Field(default_factory=list, max_length=200)
+    seeking: list[Seeking] = Field(min_length=1, max_length=4)
+    max_distance_km: float = Field(default=25, gt=0, le=500)
+    available_from: date | None = None
+    preferred_language: Language = "nl"
+    consent: Consent
+    sealed: SealedFields
+
+
 class StudentErased(_Data):
     student_id: EntityId
 
@@ -343,6 +372,11 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     ce_type("notification.failed"): NotificationFailed,
 }
 MODEL_TYPES: dict[type[BaseModel], str] = {model: name for name, model in EVENT_MODELS.items()}
+# How some types look on the platform's own topics, where it differs from what partners send.
+ON_TOPIC_MODELS: dict[str, type[BaseModel]] = {
+    ce_type("student.registered"): SealedStudent,
+    ce_type("student.updated"): SealedStudent,
+}
 
 
 class UnknownEventType(LookupError):

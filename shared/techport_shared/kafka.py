@@ -163,9 +163,10 @@ async def ensure_topics(
 
 async def ensure_partner_topics(
     settings: KafkaSettings, organisation_id: str, timeout_s: float = 30.0
-) -> None:
-    """A registered organisation's own ingress and rejected topics, with the catalog's settings."""
-    await ensure_topics(settings, partner_topics(organisation_id).specs(), timeout_s)
+) -> list[str]:
+    """A registered organisation's own ingress and rejected topics, with the catalog's settings (the names of
+    those created now)."""
+    return await ensure_topics(settings, partner_topics(organisation_id).specs(), timeout_s)
 
 
 async def delete_handled(settings: KafkaSettings, offsets: dict[TopicPartition, int]) -> None:

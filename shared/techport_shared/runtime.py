@@ -97,6 +97,8 @@ class ServiceRuntime:
         for subscriber in self.broker.subscribers:
             consumer: Any = getattr(subscriber, "consumer", None)
             while consumer is None or not consumer.assignment():
+                if consumer is not None and getattr(subscriber, "pattern", None) and not consumer.subscription():
+                    break  # subscribed by pattern, and no topic matches yet: nothing to be assigned
                 if asyncio.get_running_loop().time() > deadline:
                     raise TimeoutError(f"{self.name}: consumers not assigned in {timeout_s}s")
                 await asyncio.sleep(0.05)

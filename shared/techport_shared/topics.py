@@ -117,39 +117,48 @@ RETIRED_INGRESS = TopicSpec(
     PARTNER_TYPES,
     {"retention.ms": str(HOUR_MS)},
 )
+# The platform's own topics keep a week: enough to replay after an outage (services keep their own copies).
+# A student's personal fields on them are sealed (sealing.py): erasure reaches every copy at once.
+WEEK = {"retention.ms": str(7 * DAY_MS)}
 ORGANISATIONS = TopicSpec(
     "techport.organisations.v1",
     "members",
     "organisation id",
     (ce_type("organisation.registered"), ce_type("organisation.updated")),
+    WEEK,
 )
 STUDENTS = TopicSpec(
     "techport.students.v1",
     "members",
     "student id",
     (ce_type("student.registered"), ce_type("student.updated"), ce_type("student.erased")),
+    WEEK,
 )
 VACANCIES = TopicSpec(
     "techport.vacancies.v1",
     "members",
     "vacancy id",
     (ce_type("vacancy.posted"), ce_type("vacancy.updated"), ce_type("vacancy.closed")),
+    WEEK,
 )
 MATCHES = TopicSpec(
-    "techport.matches.v1", "matching", "student id", (ce_type("match.found"), ce_type("match.withdrawn"))
+    "techport.matches.v1", "matching", "student id", (ce_type("match.found"), ce_type("match.withdrawn")), WEEK
 )
 PARTNERSHIPS = TopicSpec(
     "techport.partnerships.v1",
     "matching",
     "partnership id",
     (ce_type("partnership.proposed"), ce_type("partnership.formed")),
+    WEEK,
 )
 NOTIFICATIONS = TopicSpec(
     "techport.notifications.v1",
     "notifications",
     "recipient id",
     (ce_type("notification.sent"), ce_type("notification.suppressed"), ce_type("notification.failed")),
+    WEEK,
 )
+# Dead letters wait two weeks for an operator to replay them (docs/privacy.md).
 DLQ = TopicSpec("techport.dlq.v1", "any consumer", "original key", (), {"retention.ms": str(14 * DAY_MS)})
 
 CATALOG: tuple[TopicSpec, ...] = (

@@ -44,10 +44,10 @@ async def test_a_dead_lettered_record_replayed_with_the_cli_is_handled_once(
     db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
     broken = True
 
-    async def until_fixed(envelope, data, uow) -> None:
+    async def until_fixed(data, uow, context) -> None:
         if broken and data.student_id == "victim":
             raise RuntimeError("bug #42: cannot handle victim")
-        await record_effect(envelope, data, uow)
+        await record_effect(data, uow, context)
 
     victim = erased_event("victim")
     async with running_consumer(kafka_topics, topic, db, group="g-replay", handler=until_fixed):

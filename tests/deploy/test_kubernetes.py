@@ -14,13 +14,14 @@ import kubernetes_validate
 import yaml
 from pydantic import SecretStr
 from techport_gateway.settings import GatewaySettings
-from techport_matching import handlers as matching_handlers
+from techport_matching import main as matching_main
 from techport_matching.settings import MatchingSettings
 from techport_members.settings import MembersSettings
-from techport_notifications import handlers as notifications_handlers
+from techport_notifications import main as notifications_main
 from techport_notifications.settings import NotificationsSettings
+from techport_shared.access import SERVICE_GRANTS, partner_grants, partner_principal
 from techport_shared.settings import KafkaSettings, environment_names
-from techport_shared.topics import CATALOG, DLQ, PARTNER_INGRESS, PARTNER_INGRESS_REJECTED
+from techport_shared.topics import CATALOG, DLQ, PARTNER_PREFIX, RETIRED_INGRESS
 
 from tests.deploy.conftest import REPO, TOOLS, Render
 
@@ -30,11 +31,12 @@ SETTINGS = {
     "notifications": NotificationsSettings,
     "gateway": GatewaySettings,
 }
-# What each consumer subscribes to, read from the code that subscribes.
+# What each consumer subscribes to, read from the code that subscribes (members: every partner's ingress
+# topic, by pattern under PARTNER_PREFIX, and the retired shared one).
 SUBSCRIBED = {
-    "members": {PARTNER_INGRESS.name},
-    "matching": set(matching_handlers.TOPICS),
-    "notifications": set(notifications_handlers.TOPICS),
+    "members": {PARTNER_PREFIX, RETIRED_INGRESS.name},
+    "matching": set(matching_main.TOPICS),
+    "notifications": set(notifications_main.TOPICS),
 }
 KUBERNETES_VERSION = "1.37.0"
 CORE_GROUPS = {"v1", "apps/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1", "batch/v1"}
@@ -164,9 +166,10 @@ def test_every_service_has_deployment_service_pdb_autoscaling_and_probes(render:
         if name in SUBSCRIBED:
             assert not hpas and len(scaled) == 1
             lag_topics = {
-                t["metadata"]["topic"] for t in scaled[0]["spec"]["triggers"] if t["type"] == "kafka"
+                t["metadata"].get("topic") for t in scaled[0]["spec"]["triggers"] if t["type"] == "kafka"
             }
-            assert lag_topics == SUBSCRIBED[name]
+            # Members reads partners' topics by pattern: KEDA measures the lag of every topic of its group.
+            assert lag_topics == ({None} if name == "members" else SUBSCRIBED[name])
             groups = {
                 t["metadata"]["consumerGroup"] for t in scaled[0]["spec"]["triggers"] if t["type"] == "kafka"
             }
@@ -259,25 +262,39 @@ def _acls(user: dict[str, Any], operation: str) -> set[str]:
     }
 
 
-def test_kafka_users_may_read_what_their_service_consumes_and_partners_only_ingress(render: Render) -> None:
+def _grants(user: dict[str, Any]) -> set[tuple[str, str, str, frozenset[str]]]:
+    return {
+        (acl["resource"]["type"], acl["resource"]["name"], acl["resource"]["patternType"], frozenset(acl["operations"]))
+        for acl in user["spec"]["authorization"]["acls"]
+    }
+
+
+def _expected(grants: Any) -> set[tuple[str, str, str, frozenset[str]]]:
+    return {(g.resource, g.name, g.pattern, frozenset(g.operations)) for g in grants}
+
+
+def test_kafka_users_may_read_what_their_service_consumes_and_partners_only_their_own_topics(render: Render) -> None:
     for service, topics in SUBSCRIBED.items():
         user = render.get("KafkaUser", service)
+        assert _grants(user) == _expected(SERVICE_GRANTS[service]), service  # as the code grants locally
         assert _acls(user, "Read") == topics
         assert DLQ.name in _acls(user, "Write")
-        assert not _acls(user, "Write") & topics - {PARTNER_INGRESS.name}
+        assert not (_acls(user, "Write") & topics) - {PARTNER_PREFIX}  # members writes rejections there
         groups = {
             a["resource"]["name"]
             for a in user["spec"]["authorization"]["acls"]
             if a["resource"]["type"] == "group"
         }
-        assert groups == {_config(render, service)[f"{service.upper()}_CONSUMER_GROUP"]}
         config = _config(render, service)
+        assert all(config[f"{service.upper()}_CONSUMER_GROUP"].startswith(group) for group in groups)
         assert config["KAFKA_SASL_USERNAME"] == service
     partners = [u for u in render.of_kind("KafkaUser") if u["metadata"]["name"].startswith("partner-")]
     assert partners
     for partner in partners:
-        assert _acls(partner, "Write") == {PARTNER_INGRESS.name}
-        assert _acls(partner, "Read") == {PARTNER_INGRESS_REJECTED.name}
+        organisation_id = partner["metadata"]["labels"]["techport.nl/partner"]
+        assert partner["metadata"]["name"] == partner_principal(organisation_id)
+        assert _grants(partner) == _expected(partner_grants(organisation_id))
+        assert not _acls(partner, "Write") & {t.name for t in CATALOG}  # nothing of the platform's own
 
 
 def test_only_the_gateway_is_reachable_from_outside(render: Render) -> None:
@@ -289,16 +306,20 @@ def test_only_the_gateway_is_reachable_from_outside(render: Render) -> None:
     [ingress] = render.of_kind("Ingress")
     assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "gateway"
     assert "cert-manager.io/cluster-issuer" in ingress["metadata"]["annotations"]
+    # Members is asked for students' keys by matching and notifications (an internal route, not the gateway's).
+    callers = {"members": {"gateway", "matching", "notifications"}}
     for name in SUBSCRIBED:
         sources = [peer for rule in policies[name]["ingress"] for peer in rule["from"]]
+        allowed = [{"app.kubernetes.io/name": caller} for caller in callers.get(name, {"gateway"})]
         assert all(
-            peer.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "gateway"}
+            peer.get("podSelector", {}).get("matchLabels") in allowed
             or peer.get("namespaceSelector", {}).get("matchLabels")
             == {"kubernetes.io/metadata.name": "monitoring"}
             for peer in sources
         ), name
         ports = {port["port"] for rule in policies[name]["egress"] for port in rule.get("ports", [])}
-        assert ports <= {53, 9093, 5432, 587, 465}
+        assert ports <= {53, 9093, 5432, 587, 465, 8080}  # 8080: members, for students' keys
+        assert (8080 in ports) == (name in ("matching", "notifications"))
         assert (587 in ports) == (name == "notifications")
 
 

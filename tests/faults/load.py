@@ -21,7 +21,7 @@ from techport_shared.events import ce_type
 from techport_shared.kafka import plain_producer
 from techport_shared.settings import KafkaSettings
 from techport_shared.skills import vocabulary
-from techport_shared.topics import PARTNER_INGRESS
+from techport_shared.topics import partner_topics
 
 from tests.faults.harness import OPERATOR_KEY, Platform
 
@@ -244,9 +244,11 @@ class LoadGenerator:
         record = to_binary(envelope)
         deadline = asyncio.get_running_loop().time() + self.give_up_s
         while True:
+            # Each partner writes its own ingress topic (the one its source names, forged or not).
+            topic = partner_topics(envelope.source.removeprefix("/partners/")).ingress
             try:
                 await producer.send_and_wait(
-                    PARTNER_INGRESS.name, record.value, key=record.key, headers=record.header_list()
+                    topic, record.value, key=record.key, headers=record.header_list()
                 )
                 return
             except Exception:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from techport_cli.topics import read_topic
 from techport_shared.events import ce_type
 from techport_shared.settings import KafkaSettings
-from techport_shared.topics import DLQ, MATCHES, PARTNER_INGRESS_REJECTED
+from techport_shared.topics import DLQ, MATCHES, PARTNER_PREFIX, partner_topics
 
 from tests.faults.harness import Platform
 from tests.faults.load import Dataset
@@ -27,7 +27,7 @@ class State:
     partnerships: list[tuple[str, str]]
     sent: dict[str, str]  # notification id -> Message-ID, status sent
     pending: int
-    items: dict[tuple[str, str], str]  # (recipient, match id) -> notification id
+    items: dict[tuple[str, str], str]  # (recipient kind:id, match id) -> notification id
     match_ids: dict[tuple[str, str], str]
     mails: Counter[str]  # Message-ID -> times the SMTP server accepted it
     rejections: dict[str, list[str]] = field(default_factory=dict)  # rejected ce id -> error fields
@@ -59,13 +59,17 @@ async def read_state(platform: Platform, data: Dataset) -> State:
     partnerships = await platform.rows(
         "matching", f"SELECT company_id, school_id FROM partnerships WHERE company_id LIKE 'company-{tag}-%'"
     )
-    mine = f"(recipient_id LIKE 'stu-{tag}-%' OR recipient_id LIKE 'vacancy:vac-{tag}-%')"
+    mine = (
+        f"((recipient_kind = 'student' AND recipient_id LIKE 'stu-{tag}-%') "
+        f"OR (recipient_kind = 'vacancy_contact' AND recipient_id LIKE 'vac-{tag}-%'))"
+    )
     notifications = await platform.rows(
         "notifications", f"SELECT notification_id, status, message_id FROM notifications WHERE {mine}"
     )
     items = await platform.rows(
         "notifications",
-        f"SELECT recipient_id, subject_id, notification_id FROM notification_items WHERE {mine}",
+        "SELECT recipient_kind, recipient_id, subject_id, notification_id FROM notification_items "
+        f"WHERE {mine}",
     )
     mails = Counter(
         str(m["Message-ID"]) for m in platform.sink.messages if f"-{tag}.example.nl" in str(m["To"])
@@ -77,7 +81,7 @@ async def read_state(platform: Platform, data: Dataset) -> State:
         partnerships=[(c, s) for c, s in partnerships],
         sent={n: m for n, status, m in notifications if status == "sent"},
         pending=sum(1 for _, status, _ in notifications if status == "pending"),
-        items={(r, s): n for r, s, n in items},
+        items={(f"{k}:{r}", s): n for k, r, s, n in items},
         match_ids={(s, v): m for s, v, m in match_rows},
         mails=mails,
     )
@@ -96,10 +100,14 @@ def _header(record: object, name: str) -> str | None:
 
 async def read_topics(platform: Platform, data: Dataset, state: State) -> None:
     tag = data.tag
-    for record in await read_topic_to_end(platform.bootstrap, PARTNER_INGRESS_REJECTED.name):
-        rejected = json.loads(record.value)  # type: ignore[attr-defined]
-        if f"-{tag}-" in rejected["ce_id"]:
-            state.rejections.setdefault(rejected["ce_id"], []).extend(e["field"] for e in rejected["errors"])
+    for organisation in data.organisations:  # each partner's own rejected topic
+        rejected_topic = partner_topics(organisation["organisation_id"]).rejected
+        for record in await read_topic_to_end(platform.bootstrap, rejected_topic):
+            rejected = json.loads(record.value)  # type: ignore[attr-defined]
+            # The dataset's own events (a record with no event id is named by its place in the topic).
+            if f"-{tag}-" in rejected["ce_id"] and not rejected["ce_id"].startswith(PARTNER_PREFIX):
+                fields = [e["field"] for e in rejected["errors"]]
+                state.rejections.setdefault(rejected["ce_id"], []).extend(fields)
     state.dead_letters = [
         {k: v.decode("utf-8", "replace") for k, v in r.headers}  # type: ignore[attr-defined]
         for r in await read_topic_to_end(platform.bootstrap, DLQ.name)
@@ -130,7 +138,7 @@ def problems(data: Dataset, state: State, allow_resent_email: bool = False) -> l
     expected_items = {
         (who, match_id)
         for (student, vacancy), match_id in state.match_ids.items()
-        for who in (student, f"vacancy:{vacancy}")
+        for who in (f"student:{student}", f"vacancy_contact:{vacancy}")
     }
     told = {key for key, notification in state.items.items() if notification in state.sent}
     if told != expected_items or len(expected_items) != 2 * len(data.expected_matches):
@@ -186,9 +194,12 @@ async def _backlog(platform: Platform, service: str) -> str:
         if "outbox" not in await platform.tables(service):
             return "(no outbox)"
         rows = await platform.rows(
-            service, "SELECT count(*), max(attempts), max(last_error) FROM outbox WHERE published_at IS NULL"
+            service,
+            "SELECT count(*), max(attempts), max(last_error), sum(CASE WHEN parked_at IS NULL THEN 0 ELSE 1 END) "
+            "FROM outbox WHERE published_at IS NULL",
         )
-        return str(rows[0])
+        count, attempts, error, parked = rows[0]
+        return f"{count} (parked {parked or 0}), most attempts {attempts}, last error {error}"
     except Exception as error:  # reported, not raised
         return f"(unreadable: {error!r})"
 

@@ -52,14 +52,20 @@ async def platform(tmp_path: Path, kafka_topics: KafkaSettings) -> AsyncIterator
         name: f"sqlite:///{tmp_path / name}.db"
         for name in ("members", "matching", "notifications", "gateway")
     }
-    gateway_port = free_port()
+    gateway_port, members_port = free_port(), free_port()
+    members_url = f"http://127.0.0.1:{members_port}"
     common = {"identity_secret": SECRET, "kafka": kafka_topics, "consumer": consumer}
     with SmtpSink(tmp_path / "mail") as sink:
         members_app, members_runtime = build_members(
             MembersSettings(database_url=databases["members"], consumer_group=f"members-{tag}", **common)
         )
         matching_app, matching_runtime, _ = build_matching(
-            MatchingSettings(database_url=databases["matching"], consumer_group=f"matching-{tag}", **common)
+            MatchingSettings(
+                database_url=databases["matching"],
+                consumer_group=f"matching-{tag}",
+                members_url=members_url,
+                **common,
+            )
         )
         notifications_app, notifications_runtime, _ = build_notifications(
             NotificationsSettings(
@@ -70,12 +76,13 @@ async def platform(tmp_path: Path, kafka_topics: KafkaSettings) -> AsyncIterator
                 public_url=f"http://127.0.0.1:{gateway_port}/api/v1",
                 poll_interval_s=0.2,
                 smtp=SmtpSettings(host=sink.host, port=sink.port),
+                members_url=members_url,
                 **common,
             )
         )
         async with contextlib.AsyncExitStack() as stack:
             urls = {
-                "members": await stack.enter_async_context(serve(members_app)),
+                "members": await stack.enter_async_context(serve(members_app, members_port)),
                 "matching": await stack.enter_async_context(serve(matching_app)),
                 "notifications": await stack.enter_async_context(serve(notifications_app)),
             }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from techport_shared.topics import CATALOG
+from techport_shared.topics import CATALOG, partner_topics
 
 
 async def test_one_openapi_for_the_public_api(platform) -> None:
@@ -34,7 +34,8 @@ async def test_one_openapi_for_the_public_api(platform) -> None:
         if p.startswith("/api/v1") and (p.endswith(("/healthz", "/readyz")) or "/admin/" in p)
     ]
     assert not internal, internal
-    assert "StudentRegistered" in document["components"]["schemas"]
+    assert "StudentIn" in document["components"]["schemas"]  # the API's own models, not the event's
+    assert {"post"} <= set(paths.get("/api/v1/events", {}))  # partner events over HTTP
     assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     assert docs.status_code == 200 and "/openapi.json" in docs.text
 
@@ -44,7 +45,11 @@ async def test_the_asyncapi_of_all_events(platform) -> None:
         document = (await client.get("/asyncapi")).json()
     assert document["asyncapi"].startswith("3.")
     addresses = {channel["address"] for channel in document["channels"].values()}
-    assert addresses == {topic.name for topic in CATALOG if topic.types}
+    each_partner = partner_topics("{organisation_id}")
+    assert addresses == {topic.name for topic in CATALOG if topic.types} | {
+        each_partner.ingress,
+        each_partner.rejected,
+    }
     messages = str(document["components"]["messages"])
     for type_ in (
         "nl.techport.student.registered.v1",

@@ -62,9 +62,14 @@ class Harness:
         await self.send(ORGANISATIONS.name, "organisation.registered", data, organisation_id)
 
     async def student(
-        self, student_id: str, language: str = "nl", email_consent: bool = True, name: str = "Sanne"
+        self,
+        student_id: str,
+        language: str = "nl",
+        email_consent: bool = True,
+        name: str = "Sanne",
+        email: str | None = None,
     ) -> str:
-        email = f"{student_id}@student.example.nl"
+        email = email or f"{student_id}@student.example.nl"
         data = {
             "student_id": student_id,
             "school_id": None,

@@ -18,6 +18,7 @@ from techport_shared.uow import UnitOfWork
 from tests.notifications.conftest import running_notifications, uid
 
 SENT, SUPPRESSED, FAILED = (ce_type(f"notification.{x}") for x in ("sent", "suppressed", "failed"))
+STUDENTS_TOPIC = "techport.students.v1"
 
 
 def _text(message) -> str:
@@ -250,3 +251,63 @@ async def test_a_formed_partnership_emails_both_sides(notifications) -> None:
     [to_school] = await n.wait(lambda: n.mails_to(f"contact@{school}."))
     assert "Nova College" in _text(to_company) and "Tata Steel IJmuiden" in _text(to_school)
     assert to_company["Subject"] == "Nieuw partnerschap via Techport"
+
+
+async def test_hostile_names_and_international_addresses_never_hold_up_anyone_elses_email(notifications) -> None:
+    n = notifications
+    company, [vacancy] = await _company_with_vacancies(n, ["Lasser TIG"])
+    injected, idn, ordinary = uid("stu"), uid("stu"), uid("stu")
+    await n.student(injected, name="Jan\r\nBcc: victim@evil.example\x00\x1b[31m")
+    idn_email = await n.student(idn, email=f"{idn}@bücher.nl")
+    ordinary_email = await n.student(ordinary)
+    for student in (injected, idn, ordinary):
+        await n.match(student, vacancy, company)
+    [to_injected] = await n.wait(lambda: n.mails_to(f"{injected}@student.example.nl"))
+    # The name is made safe: no header of its own, no control characters; the email went out.
+    assert "\n" not in str(to_injected["To"]) and "\x1b" not in str(to_injected["To"])
+    assert to_injected["Bcc"] is None and "Beste Jan Bcc: victim@evil.example" in _text(to_injected)
+    # An international domain is written in its IDNA form, which every server takes.
+    [to_idn] = await n.wait(lambda: n.mails_to(f"{idn}@xn--bcher-kva.nl"))
+    assert idn_email.endswith("bücher.nl") and to_idn["Subject"]
+    await n.wait(lambda: n.mails_to(ordinary_email))
+
+
+async def test_an_address_that_needs_smtputf8_fails_alone_where_the_server_does_not_offer_it(
+    db_url, kafka_topics, tmp_path
+) -> None:
+    from techport_dev.smtp import SmtpSink
+
+    with SmtpSink(tmp_path / "plain-mail", smtputf8=False) as plain_sink:
+        async with running_notifications(db_url, kafka_topics, plain_sink, uid("notifications-utf8")) as n:
+            company, [vacancy] = await _company_with_vacancies(n, ["Elektromonteur"])
+            international, ordinary = uid("stu"), uid("stu")
+            await n.student(international, email=f"josé-{international}@student.example.nl")
+            ordinary_email = await n.student(ordinary)
+            await n.match(international, vacancy, company)
+            await n.match(ordinary, vacancy, company)
+            [failed] = await n.notices(lambda e: e.type == FAILED and e.data["recipient_id"] == international)
+            assert "SMTPUTF8" in failed.data["error"] and "@" not in failed.data["error"]  # no address in it
+            assert failed.data["recipient_kind"] == "student"
+            await n.wait(lambda: n.mails_to(ordinary_email))  # the next one is not held up
+            [entry] = await _log(n, international)
+            assert entry["status"] == "failed" and entry["attempts"] == 0  # refused for good: not retried
+
+
+async def test_a_student_whose_id_looks_like_another_recipient_gets_only_its_own_mail(notifications) -> None:
+    n = notifications
+    company, [vacancy] = await _company_with_vacancies(n, ["Procesoperator"])
+    lookalike = f"vacancy:{vacancy}"  # ids may hold ':'; recipients are typed, so this is a student only
+    lookalike_email = await n.student(lookalike)
+    candidate = uid("stu")
+    await n.student(candidate)
+    await n.match(candidate, vacancy, company)
+    [to_contact] = await n.wait(lambda: n.mails_to(f"hr-{vacancy}@"))
+    assert "Sanne" in _text(to_contact)
+    await asyncio.sleep(1.5)
+    assert n.mails_to(lookalike_email) == []  # the vacancy's candidates go to its contact only
+    # Erasing the look-alike student leaves the vacancy's contact as it was.
+    await n.send(STUDENTS_TOPIC, "student.erased", {"student_id": lookalike}, lookalike)
+    later = uid("stu")
+    await n.student(later)
+    await n.match(later, vacancy, company)
+    await n.wait(lambda: len(n.mails_to(f"hr-{vacancy}@")) == 2)

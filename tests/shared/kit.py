@@ -10,12 +10,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
-from techport_shared.consumer import DeadLetters, EventDispatcher, ReliableConsumer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from techport_shared.consumer import DeadLetters, ReliableConsumer
 from techport_shared.db import SessionFactory, create_engine, session_factory
 from techport_shared.envelope import Envelope
-from techport_shared.events import ce_type
+from techport_shared.events import StudentErased, ce_type
 from techport_shared.kafka import BrokerPublisher, create_broker
+from techport_shared.messagebus import Context, EventDispatcher, MessageBus
 from techport_shared.messaging import MessagingTables, messaging_tables
 from techport_shared.settings import ConsumerSettings, KafkaSettings
 from techport_shared.uow import UnitOfWork
@@ -31,14 +32,31 @@ effects = Table(
 )
 
 
+class Effects:
+    """The kit's repository: a row per effect."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, subject: str, ce_id: str) -> None:
+        await self._session.execute(insert(effects).values(subject=subject, ce_id=ce_id))
+
+
+class KitUnitOfWork(UnitOfWork):
+    effects: Effects
+
+    def _open(self, session: AsyncSession) -> None:
+        self.effects = Effects(session)
+
+
 @dataclass
 class KitDatabase:
     engine: AsyncEngine
     sessions: SessionFactory
     tables: MessagingTables
 
-    def uow(self, on_commit=None) -> UnitOfWork:
-        return UnitOfWork(self.sessions, self.tables, on_commit)
+    def uow(self, on_commit=None) -> KitUnitOfWork:
+        return KitUnitOfWork(self.sessions, self.tables, on_commit)
 
     async def count(self, table: Table) -> int:
         async with self.sessions() as session:
@@ -69,10 +87,11 @@ def erased_event(subject: str, source: str = "/test", event_id: str | None = Non
     )
 
 
-async def record_effect(envelope: Envelope, data, uow) -> None:
+async def record_effect(data: StudentErased, uow: KitUnitOfWork, context: Context) -> None:
     if data.student_id.startswith("fail"):
         raise ValueError(f"cannot handle {data.student_id}")
-    await uow.session.execute(insert(effects).values(subject=data.student_id, ce_id=envelope.id))
+    await uow.effects.add(data.student_id, context.origin.causation_id or "")
+    await uow.commit()
 
 
 @asynccontextmanager
@@ -86,7 +105,7 @@ async def running_consumer(
 ) -> AsyncIterator[ReliableConsumer]:
     broker = create_broker(settings, "kit")
     consumer = ReliableConsumer("kit", broker, DeadLetters("kit", BrokerPublisher(broker)), FAST_RETRIES)
-    dispatcher = EventDispatcher("kit", consumer_name, db.uow, {ERASED: handler})
+    dispatcher = EventDispatcher("kit", consumer_name, MessageBus(db.uow, {StudentErased: handler}))
     consumer.subscribe(topic, group, dispatcher)
     await broker.start()
     try:

@@ -117,3 +117,54 @@ async def test_the_relays_of_two_replicas_on_one_database_publish_each_event_onc
         for broker in brokers:
             await broker.stop()
         await db.close()
+
+
+async def test_an_event_the_broker_refuses_for_good_is_parked_and_only_its_key_waits(
+    kafka_topics: KafkaSettings, db_url: str
+) -> None:
+    """An oversized event (a vacancy carrying 800 KB of extra text, say) is parked with its reason; the events
+    of its key wait behind it, every other key flows on; dropping it lets its key go on, in order."""
+    from techport_shared.outbox import drop_parked, parked_events
+
+    topic = await fresh_topic(kafka_topics, "test.outbox-parked", partitions=1)
+    db = await open_database(db_url)
+    broker = create_broker(kafka_topics, "relay-parked")
+    await broker.start()
+    relay = OutboxRelay(
+        "kit",
+        db.sessions,
+        db.tables,
+        BrokerPublisher(broker),
+        OutboxSettings(poll_interval_s=0.05, max_record_bytes=200_000),
+    )
+    running = asyncio.create_task(relay.run())
+    try:
+        huge = Envelope(type="t.huge", source="/kit", subject="wedged", data={"extra": "é" * 400_000})
+        after_same_key = Envelope(type="t.after", source="/kit", subject="wedged", data={"n": 1})
+        others = [Envelope(type="t.other", source="/kit", subject=f"k{n}", data={"n": n}) for n in range(5)]
+        async with db.uow(on_commit=relay.wake) as uow:
+            for event in (huge, after_same_key, *others):
+                uow.emit(topic, event)
+            await uow.commit()
+        records = await read_topic(
+            kafka_topics.kafka_bootstrap_servers, topic, until=lambda found: len(found) >= 5, settle_s=1.5
+        )
+        assert sorted(from_record(r.key, r.value, r.headers).id for r in records) == sorted(e.id for e in others)
+        [parked] = await parked_events(db.sessions, db.tables)
+        assert parked.key == "wedged" and parked.size > 800_000 and "at most 200000" in parked.reason
+        assert await relay.backlog() == 1  # the one behind it waits, kept
+        # A restart changes nothing: the parked event stays parked, the others stay published once.
+        assert await relay.publish_pending() == 0
+        assert await drop_parked(db.sessions, db.tables, [parked.id]) == 1
+        relay.wake()
+        records = await read_topic(
+            kafka_topics.kafka_bootstrap_servers, topic, until=lambda found: len(found) >= 6, settle_s=1.0
+        )
+        assert [from_record(r.key, r.value, r.headers).id for r in records][-1] == after_same_key.id
+        assert await relay.backlog() == 0
+    finally:
+        relay.stop()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await broker.stop()
+        await db.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from techport_shared.envelope import Envelope, from_record
 from techport_shared.uow import DuplicateMessage
 
@@ -28,7 +28,7 @@ def _event(subject: str) -> Envelope:
 async def test_state_and_events_commit_together(database) -> None:
     woken = []
     async with database.uow(on_commit=lambda: woken.append(True)) as uow:
-        await uow.session.execute(insert(effects).values(subject="a", ce_id="1"))
+        await uow.effects.add("a", "1")
         uow.emit("techport.students.v1", _event("a"))
         uow.emit("techport.students.v1", _event("b"))
         await uow.commit()
@@ -48,7 +48,7 @@ async def test_state_and_events_commit_together(database) -> None:
 
 async def test_nothing_is_written_without_commit(database) -> None:
     async with database.uow() as uow:
-        await uow.session.execute(insert(effects).values(subject="a", ce_id="1"))
+        await uow.effects.add("a", "1")
         uow.emit("techport.students.v1", _event("a"))
         await uow.claim("c", "/s", "1")
     assert await database.count(effects) == 0
@@ -76,7 +76,7 @@ async def test_concurrent_claims_of_one_event_let_one_through(database) -> None:
             if not await uow.claim("c", "/s", "same"):
                 outcomes.append("duplicate")
                 return
-            await uow.session.execute(insert(effects).values(subject="x", ce_id="same"))
+            await uow.effects.add("x", "same")
             await asyncio.sleep(0.05)
             try:
                 await uow.commit()

@@ -21,7 +21,14 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from techport_shared.db import SessionFactory
-from techport_shared.identity import IDENTITY_HEADER, OPERATOR, Identity, issue_token, organisation
+from techport_shared.identity import (
+    IDENTITY_HEADER,
+    OPERATOR,
+    Identity,
+    issue_token,
+    organisation,
+    service_identity,
+)
 from techport_shared.logging import get_logger
 from techport_shared.web import REQUEST_ID_HEADER, EntityId, request_id
 
@@ -61,7 +68,7 @@ class Gateway:
     limiter: MovingWindowRateLimiter
     rate_limits: list[RateLimitItem]
     _keys: dict[str, _KnownKey] = field(default_factory=dict)
-    _tokens: dict[tuple[str, str | None], tuple[str, float]] = field(default_factory=dict)
+    _tokens: dict[tuple[str, str | None, str | None], tuple[str, float]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: GatewaySettings, sessions: SessionFactory) -> Gateway:
@@ -105,7 +112,7 @@ class Gateway:
 
     def token(self, identity: Identity) -> str:
         """A signed identity token, reused while it has more than a third of its life left."""
-        cache_key = (identity.role, identity.organisation_id)
+        cache_key = (identity.role, identity.organisation_id, identity.service)
         now = time.time()
         found = self._tokens.get(cache_key)
         ttl = self.settings.identity_ttl_s
@@ -209,6 +216,8 @@ def _relay(response: httpx.Response) -> Response:
 
 
 def _matched(request: Request, path: str) -> domain.Match:
+    if "//" in request.scope.get("path", ""):
+        raise HTTPException(404, detail="no such path")  # an empty segment: not a route of the contract
     try:
         return domain.match(request.method, path, request.scope.get("raw_path") or b"")
     except domain.NoRoute as no_route:
@@ -266,6 +275,26 @@ async def revoke_key(key_id: EntityId, caller: Authenticated, gw: Service) -> Re
     return Response(status_code=204)
 
 
+@router.get(
+    "/students/{student_id}/export",
+    summary="Everything every service holds about a student (the student's school, or an operator)",
+)
+async def export_student(student_id: EntityId, request: Request, caller: Authenticated, gw: Service) -> Response:
+    matched = _matched(request, f"students/{student_id}/export")
+    # Members decides who may: the student's school, or an operator; the others answer the gateway then.
+    members = await _forward(gw, request, matched, caller.identity)
+    if members.status_code != 200:
+        return _relay(members)
+    export: dict[str, Any] = {"student_id": student_id, "members": members.json()}
+    for service in ("matching", "notifications"):
+        route = domain.Route(matched.route.template, frozenset({"GET"}), service)
+        part = await _forward(gw, request, domain.Match(route, matched.path, matched.ids), service_identity("gateway"))
+        if part.status_code != 200:
+            raise HTTPException(503, detail=f"{service} could not export: {part.status_code}")
+        export[service] = part.json()
+    return JSONResponse(export)
+
+
 @router.get("/unsubscribe", summary="A page to stop email (the signed token in the link is the credential)")
 async def unsubscribe_page(request: Request, gw: Service) -> Response:
     return _relay(await _forward(gw, request, _matched(request, "unsubscribe"), None))
@@ -284,7 +313,7 @@ async def resubscribe(request: Request, gw: Service) -> Response:
 @router.api_route("/{path:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"], include_in_schema=False)
 async def proxy(path: str, request: Request, gw: Service) -> Response:
     matched = _matched(request, path)  # 404 before anything else: no key is checked for a path that is not
-    if matched.route.service == "gateway":
+    if matched.route.own:  # its own handler takes the canonical path; this one was not
         raise HTTPException(404, detail="no such path")
     caller = None if matched.route.public else await authenticate(request, gw)
     return _relay(await _forward(gw, request, matched, caller.identity if caller else None))

@@ -52,23 +52,25 @@ class Route:
 
     template: tuple[str, ...]  # segments; "{}" is an id
     methods: frozenset[str]
-    service: str  # a service's name, or "gateway" for what the gateway answers itself
+    service: str  # the service that answers (for the gateway's own routes: "gateway", or whom it asks)
     public: bool = False  # the signed token in an unsubscribe link is its own credential
+    own: bool = False  # the gateway's own handler answers (keys); never forwarded as it is
 
 
-def _route(path: str, methods: str, service: str, public: bool = False) -> Route:
+def _route(path: str, methods: str, service: str, public: bool = False, own: bool = False) -> Route:
     segments = tuple("{}" if part.startswith("{") else part for part in path.strip("/").split("/"))
-    return Route(segments, frozenset(methods.split()), service, public)
+    return Route(segments, frozenset(methods.split()), service, public, own)
 
 
 ROUTES: tuple[Route, ...] = (
-    _route("organisations", "POST", "gateway"),
+    _route("organisations", "POST", "members", own=True),  # registered by members, its key minted here
     _route("organisations/{id}", "GET", "members"),
-    _route("organisations/{id}/api-keys", "POST", "gateway"),
-    _route("api-keys/{key_id}", "DELETE", "gateway"),
+    _route("organisations/{id}/api-keys", "POST", "gateway", own=True),
+    _route("api-keys/{key_id}", "DELETE", "gateway", own=True),
     _route("students", "POST", "members"),
     _route("students/{id}", "GET PATCH DELETE", "members"),
     _route("students/{id}/matches", "GET", "matching"),
+    _route("students/{id}/export", "GET", "members", own=True),  # every service's part, gathered here
     _route("vacancies", "POST", "members"),
     _route("vacancies/{id}", "GET", "members"),
     _route("vacancies/{id}/close", "POST", "members"),

@@ -102,6 +102,21 @@ async def student_matches(student_id: EntityId, actor: Caller, uow: UoW) -> list
     ]
 
 
+@router.get("/students/{student_id}/export", summary="Everything matching holds about a student")
+async def export_student(student_id: EntityId, actor: Caller, uow: UoW) -> dict[str, Any]:
+    repo = _repo(uow)
+    student: StudentRow | None = await repo.get(StudentRow, student_id)
+    if student is not None and not (actor.role == "service" or actor.acts_for(student.school_id)):
+        raise HTTPException(403, detail="a school exports only its own students")
+    if student is None and not (actor.role == "service" or actor.is_operator):
+        raise HTTPException(404, detail=f"unknown student {student_id}")
+    internal = {"pending", "pending_cause", "pending_correlation", "change_seq"}
+    return {
+        "student": None if student is None else student.model_dump(exclude=internal, mode="json"),
+        "matches": [m.model_dump(mode="json") for m in await repo.matches_of(student_id)],
+    }
+
+
 @router.get("/vacancies/{vacancy_id}/matches", response_model=list[Candidate])
 async def vacancy_matches(vacancy_id: EntityId, actor: Caller, uow: UoW) -> list[Candidate]:
     repo = _repo(uow)

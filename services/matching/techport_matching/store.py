@@ -339,6 +339,11 @@ class MatchingRepository:
         rows = await self.session.scalars(query.order_by(col(MatchRow.score).desc(), col(MatchRow.match_id)))
         return list(rows)
 
+    async def matches_of(self, student_id: str) -> list[MatchRow]:
+        """Every match of a student, open or withdrawn (an export)."""
+        rows = await self.session.scalars(select(MatchRow).where(col(MatchRow.student_id) == student_id))
+        return list(rows)
+
     async def pair_matches(self, company_id: str, school_id: str) -> list[MatchRow]:
         rows = await self.session.scalars(
             select(MatchRow).where(

@@ -244,6 +244,13 @@ async def read_student(student_id: PathId, actor: Caller, uow: UoW) -> dict[str,
     return await _readable_student(uow, actor, student_id)
 
 
+@router.get("/students/{student_id}/export", summary="Everything members holds about a student")
+async def export_student(student_id: PathId, actor: Caller, uow: UoW) -> dict[str, Any]:
+    record = await _readable_student(uow, actor, student_id)
+    key = await _members(uow).student_key_info(student_id)
+    return {"student": record, "sealing_key": key}
+
+
 @router.patch(
     "/students/{student_id}", response_model=StudentOut, summary="Change some of a student's fields"
 )

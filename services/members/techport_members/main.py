@@ -42,7 +42,8 @@ def build(settings: MembersSettings | None = None) -> tuple[FastStreamAPI, Servi
     runtime = build_runtime("members", settings, tables, MIGRATIONS, MembersUnitOfWork)
 
     async def provision(organisation_id: str) -> None:
-        await ensure_partner_topics(settings.kafka, organisation_id)
+        if await ensure_partner_topics(settings.kafka, organisation_id):
+            runtime.consumer.refresh_metadata()  # read the new topic now, not at the next metadata refresh
 
     bus = MessageBus(runtime.uow, inject(HANDLERS, provision=provision))
     ingress = EventDispatcher(

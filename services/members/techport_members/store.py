@@ -143,6 +143,11 @@ class MembersRepository:
             self.session.add(row)
         return row.key_id, row.key
 
+    async def student_key_info(self, student_id: str) -> dict[str, str] | None:
+        """That the student has a key, and since when (for an export: never the key itself)."""
+        row = await self.session.get(StudentKeyRow, student_id)
+        return None if row is None else {"key_id": row.key_id, "created_at": row.created_at.isoformat()}
+
     async def student_keys(self, wanted: dict[str, str]) -> dict[str, bytes | None]:
         """The keys asked for (student id -> key id); None where the key is gone or was replaced."""
         rows = await self.session.scalars(

@@ -9,7 +9,7 @@ cookies, no login), unsubscribe; the page then offers to undo it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from techport_shared.envelope import Origin
 from techport_shared.identity import service_identity
 from techport_shared.messagebus import Context
-from techport_shared.web import Bus, Caller, RecipientId, UoW, request_id
+from techport_shared.web import Bus, Caller, EntityId, RecipientId, UoW, request_id
 
 from techport_notifications.handlers import Resubscribe, Unsubscribe
 from techport_notifications.mailer import Unsubscribes, render_page
@@ -54,6 +54,15 @@ async def delivery_log(
     notifications_uow: NotificationsUnitOfWork = uow  # type: ignore[assignment]
     rows = await notifications_uow.notifications.log(recipient_id, recipient_kind)
     return [Delivery.model_validate(row, from_attributes=True) for row in rows]
+
+
+@router.get("/students/{student_id}/export", summary="Everything notifications holds about a student")
+async def export_student(student_id: EntityId, actor: Caller, uow: UoW) -> dict[str, Any]:
+    """For the gateway's export (which checked the caller's right with members first) and operators."""
+    if not (actor.role == "service" or actor.is_operator):
+        raise HTTPException(403, detail="through the gateway's export")
+    notifications_uow: NotificationsUnitOfWork = uow  # type: ignore[assignment]
+    return await notifications_uow.notifications.export_student(student_id)
 
 
 def _unsubscribes(request: Request) -> Unsubscribes:

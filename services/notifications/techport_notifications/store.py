@@ -238,6 +238,25 @@ class NotificationsRepository:
         )
         return int(result.rowcount or 0)
 
+    async def export_student(self, student_id: str) -> dict[str, Any]:
+        """Everything kept about a student: as a recipient, its mail and what others' mail said of it."""
+        who = Recipient(STUDENT, student_id)
+        recipient = await self.recipient(who)
+        unsubscribed = await self.unsubscribed(who)
+        mine = (col(NotificationItemRow.recipient_kind) == STUDENT) & (
+            col(NotificationItemRow.recipient_id) == student_id
+        )
+        about = await self.session.scalars(
+            select(NotificationItemRow).where(mine | (col(NotificationItemRow.student_id) == student_id))
+        )
+        return {
+            "recipient": None if recipient is None else recipient.model_dump(mode="json"),
+            "unsubscribed": None if unsubscribed is None else unsubscribed.unsubscribed_at.isoformat(),
+            "notifications": [n.model_dump(mode="json") for n in await self.log(student_id, STUDENT)],
+            "items": [i.model_dump(mode="json") for i in about],
+            "erased": await self.get(ErasedRow, student_id) is not None,
+        }
+
     async def forget_student(self, student_id: str) -> None:
         """Erasure: the student's recipient data, pending mail and what it would have said, gone."""
         await self.session.execute(
