@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import gateway, matching
+from benchmarks import gateway, matching, pipeline, replicas
 
-SUITES = {"matching": matching.main, "gateway": gateway.main}
+SUITES = {
+    "matching": matching.main,
+    "gateway": gateway.main,
+    "pipeline": pipeline.main,
+    "replicas": replicas.main,
+}
 
 if __name__ == "__main__":
     names = [a for a in sys.argv[1:2] if a in SUITES] or list(SUITES)

@@ -10,7 +10,6 @@ import asyncio
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,40 +18,25 @@ import httpx
 from techport_dev.kafka import free_port, kafka_endpoint
 from techport_shared.identity import IDENTITY_HEADER, OPERATOR, issue_token
 
+from benchmarks.processes import spawn, wait_ready
+
 SECRET = "bench-identity-secret-0123456789abcdef"
 OPERATOR_KEY = "op_bench_0123456789abcdef0123456789"
 
 
 def _serve(app: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            app,
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
+    args = [
+        "-m",
+        "uvicorn",
+        "--factory",
+        app,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return spawn(args, env, log)
 
 
 async def _load(
@@ -98,11 +82,11 @@ def main(argv: list[str]) -> None:
             _serve("techport_members.main:create_app", members_port, env, Path(work) / "members.log")
         ]
         try:
-            _wait(f"http://127.0.0.1:{members_port}/readyz")
+            wait_ready(f"http://127.0.0.1:{members_port}/readyz")
             processes.append(
                 _serve("techport_gateway.main:create_app", gateway_port, env, Path(work) / "gateway.log")
             )
-            _wait(f"http://127.0.0.1:{gateway_port}/healthz")
+            wait_ready(f"http://127.0.0.1:{gateway_port}/healthz")
             organisation = {
                 "organisation_id": "bench-school",
                 "kind": "school",

@@ -54,7 +54,9 @@ class FakeDatabase:
         await self.engine.dispose()
 
 
-async def fake_database(metadata: MetaData, tables: MessagingTables, unit_of_work: type[UnitOfWork]) -> FakeDatabase:
+async def fake_database(
+    metadata: MetaData, tables: MessagingTables, unit_of_work: type[UnitOfWork]
+) -> FakeDatabase:
     engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,4 +28,12 @@ async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=30)
+        done, _ = await asyncio.wait([task], timeout=30)
+        if not done:
+            # Say where the shutdown hangs: every task's stack, before the server is cancelled.
+            for other in asyncio.all_tasks():
+                print(f"--- task {other.get_name()}", file=sys.stderr)
+                other.print_stack(limit=15, file=sys.stderr)
+            task.cancel()
+            raise TimeoutError("the server did not stop in 30 s; the stacks of its tasks are above")
+        task.result()

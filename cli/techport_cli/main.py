@@ -167,7 +167,7 @@ def notifications_retry() -> None:
 
 
 def _database_url(service: str) -> str:
-    """A service's database, as the service itself finds it (`<SERVICE>_DATABASE_URL`, else its SQLite file)."""
+    """A service's database, as the service finds it (`<SERVICE>_DATABASE_URL`, else its SQLite file)."""
     import os
 
     return os.environ.get(f"{service.upper()}_DATABASE_URL", f"sqlite:///var/{service}.db")

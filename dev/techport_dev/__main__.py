@@ -11,15 +11,15 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from techport_shared.access import SERVICE_GRANTS
+from techport_shared.kafka import ensure_topics
+from techport_shared.settings import KafkaSettings
+from techport_shared.topics import partner_topics
 
 from techport_dev.access import grant_services, onboard_partner_access
 from techport_dev.kafka import LocalKafkaCluster, ensure_jars, kafka_endpoint
 from techport_dev.postgres import LocalPostgres
 from techport_dev.smtp import SmtpSink
-from techport_shared.kafka import ensure_topics
-from techport_shared.access import SERVICE_GRANTS
-from techport_shared.settings import KafkaSettings
-from techport_shared.topics import partner_topics
 
 app = typer.Typer(
     help="Local infrastructure: a real Kafka, PostgreSQL and an SMTP sink.", no_args_is_help=True

@@ -28,7 +28,9 @@ def grant_services(cluster: LocalKafkaCluster, passwords: dict[str, str]) -> Non
     cluster.grant(passwords, [acl for name in passwords for acl in acls(name, SERVICE_GRANTS[name])])
 
 
-def onboard_partner_access(bootstrap: str, organisation_id: str, password: str | None = None) -> tuple[str, str]:
+def onboard_partner_access(
+    bootstrap: str, organisation_id: str, password: str | None = None
+) -> tuple[str, str]:
     """A partner's SCRAM user, allowed to write its ingress topic and read its rejected topic, granted through
     the super user's listener `bootstrap`. Returns the user name and the password, which is shown once (the
     cluster keeps only its salted hash)."""

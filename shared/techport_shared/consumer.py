@@ -297,7 +297,7 @@ class ReliableConsumer:
         )
 
     async def process(self, record: ConsumedRecord, handler: RecordHandler) -> str:
-        """One record in a transaction of its own, retried with backoff, dead-lettered when it keeps failing."""
+        """One record in a transaction of its own, retried with backoff, dead-lettered if it keeps failing."""
         settings = self._settings
         attempts = 0
         delay = settings.backoff_initial_s

@@ -7,8 +7,9 @@ import contextlib
 import fcntl
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -97,6 +98,39 @@ def json_field() -> Any:
     from sqlmodel import Field
 
     return Field(sa_column=Column(JSON, nullable=False))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime) -> datetime:
+    """A moment read back from the database: SQLite returns it without its zone, which is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class Rows(Protocol):
+    """What a service's repository offers to read and delete rows by key."""
+
+    async def get(self, model: type[Any], key: str) -> Any: ...
+
+    async def delete(self, row: Any) -> None: ...
+
+
+async def erasure_stands(
+    rows: Rows, marker: type[Any], student_id: str, event_type: str, occurred_at: datetime
+) -> bool:
+    """Whether the erased marker of a student (a row keyed by student id with `erased_at`) turns this student
+    event away. A registration made after the erasure lifts it: the marker is deleted, the event goes on."""
+    from techport_shared.events import revives
+
+    erased = await rows.get(marker, student_id)
+    if erased is None:
+        return False
+    if not revives(event_type, occurred_at, aware(erased.erased_at)):
+        return True
+    await rows.delete(erased)
+    return False
 
 
 def utc_field(nullable: bool = False) -> Any:

@@ -27,6 +27,7 @@ from techport_shared.limits import (
     MAX_HEADERS_BYTES,
     InputTooLarge,
     check_json,
+    has_control,
 )
 
 JSON = "application/json"
@@ -292,6 +293,10 @@ def _envelope_from(attributes: dict[str, Any], data: Any) -> Envelope:
         value = attributes.get(name)
         if value is not None and len(str(value)) > limit:
             raise EnvelopeError(name, f"is longer than {limit} characters")
+    for name, value in attributes.items():
+        # An id or source is a key in every processed-messages table; a NUL in it would fail the database.
+        if isinstance(value, str) and has_control(value, allow_whitespace=False):
+            raise EnvelopeError(name[:_EXTENSION_LIMIT], "contains a control character")
     time = attributes.get("time")
     if not isinstance(time, datetime):
         time = datetime.now(UTC)

@@ -25,7 +25,14 @@ from pydantic import (
     model_validator,
 )
 
-from techport_shared.limits import MAX_FIELD_CHARS, MAX_LISTED_ERRORS, MAX_MESSAGE_CHARS, capped
+from techport_shared.limits import (
+    MAX_FIELD_CHARS,
+    MAX_LISTED_ERRORS,
+    MAX_MESSAGE_CHARS,
+    capped,
+    depth_of,
+    plain_text,
+)
 from techport_shared.postcodes import POSTCODE_PATTERN, normalise_postcode
 
 TYPE_PREFIX = "nl.techport."
@@ -39,9 +46,12 @@ Seeking = Literal["internship", "apprenticeship", "job", "traineeship"]
 KINDS: tuple[str, ...] = Seeking.__args__  # type: ignore[attr-defined]
 OrganisationKind = Literal["company", "school", "government"]
 Language = Literal["nl", "en"]
-Text = Annotated[str, Field(min_length=1, max_length=200)]
-LongText = Annotated[str, Field(max_length=10_000)]
-SkillText = Annotated[str, Field(min_length=1, max_length=100)]
+Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(plain_text)]
+LongText = Annotated[str, Field(max_length=10_000), AfterValidator(plain_text)]
+SkillText = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(plain_text)]
+KvkNumber = Annotated[str, Field(pattern=r"^[0-9]{8}$")]  # Chamber of Commerce number
+BrinCode = Annotated[str, Field(pattern=r"^[0-9A-Za-z]{4}$")]  # a school's code with DUO
+Crebo = Annotated[str, Field(pattern=r"^[0-9]{5}$")]  # an MBO programme's code
 
 
 def _postcode(value: str) -> str:
@@ -60,16 +70,8 @@ MAX_EXTRA_BYTES = 2048
 _EXTRA_DEPTH = 3
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
 def _bounded_extra(value: JsonValue) -> JsonValue:
-    if _depth(value) > _EXTRA_DEPTH:
+    if depth_of(value) > _EXTRA_DEPTH:
         raise ValueError(f"an extra field nests at most {_EXTRA_DEPTH} deep")
     if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_EXTRA_BYTES:
         raise ValueError(f"an extra field is at most {MAX_EXTRA_BYTES} bytes as JSON")
@@ -87,7 +89,7 @@ ExtraValue = Annotated[
 
 class _Data(BaseModel):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
-    __pydantic_extra__: dict[str, ExtraValue] = Field(init=False)  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, ExtraValue] = Field(init=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -124,8 +126,8 @@ class OrganisationData(_Data):
     postcode: Postcode
     city: Text
     location: Location | None = None
-    kvk_number: Annotated[str, Field(pattern=r"^[0-9]{8}$")] | None = None
-    brin_code: Annotated[str, Field(pattern=r"^[0-9A-Za-z]{4}$")] | None = None
+    kvk_number: KvkNumber | None = None
+    brin_code: BrinCode | None = None
     accredited_training_company: bool | None = None
     sectors: list[Text] = Field(default_factory=list, max_length=50)
 
@@ -154,7 +156,7 @@ class StudentData(_Data):
     email: EmailStr
     level: Level
     programme: Text
-    crebo: Annotated[str, Field(pattern=r"^[0-9]{5}$")] | None = None
+    crebo: Crebo | None = None
     skills: list[SkillText] = Field(default_factory=list, max_length=200)
     seeking: list[Seeking] = Field(min_length=1, max_length=4)
     postcode: Postcode
@@ -192,7 +194,7 @@ class SealedStudent(_Data):
     school_id: EntityId | None
     level: Level
     programme: Text
-    crebo: Annotated[str, Field(pattern=r"^[0-9]{5}$")] | None = None
+    crebo: Crebo | None = None
     skills: list[SkillText] = Field(default_factory=list, max_length=200)
     seeking: list[Seeking] = Field(min_length=1, max_length=4)
     max_distance_km: float = Field(default=25, gt=0, le=500)

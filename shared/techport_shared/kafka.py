@@ -92,7 +92,7 @@ def plain_producer(settings: KafkaSettings) -> AIOKafkaProducer:
 
 class RecordPublisher(Protocol):
     async def send(self, topic: str, record: KafkaRecord) -> None:
-        """Publish and wait until the broker acknowledged the record; PermanentlyRefused when it never will."""
+        """Publish and wait until the broker acknowledged the record; PermanentlyRefused if it never will."""
 
 
 class BrokerPublisher:

@@ -29,6 +29,23 @@ _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
+# Control characters no text of ours carries: NUL (PostgreSQL cannot store it in text at all), escapes, the
+# others of C0 and DEL. Tab and line breaks are allowed in text (they are whitespace); never in attributes.
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_control(text: str, allow_whitespace: bool = True) -> bool:
+    return (_CONTROL_IN_TEXT if allow_whitespace else _CONTROL).search(text) is not None
+
+
+def plain_text(value: str) -> str:
+    """A pydantic validator for text fields: refuses control characters, with a reason to act on."""
+    if has_control(value):
+        raise ValueError("contains a control character (such as NUL or ESC); tabs and line breaks are fine")
+    return value
+
+
 class InputTooLarge(ValueError):
     """Input over one of the contract's bounds; `field` names what, for rejections and 413/422 answers."""
 
@@ -53,6 +70,15 @@ def json_depth(raw: bytes) -> int:
         else:
             depth -= 1
     return deepest
+
+
+def depth_of(value: object) -> int:
+    """How deep a parsed JSON value nests (what `json_depth` finds in its text, before parsing)."""
+    if isinstance(value, dict):
+        return 1 + max((depth_of(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth_of(v) for v in value), default=0)
+    return 0
 
 
 def check_json(raw: bytes, field: str = "data", max_bytes: int = MAX_EVENT_BYTES) -> None:

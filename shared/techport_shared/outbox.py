@@ -1,5 +1,5 @@
-"""The outbox relay: publishes committed outbox events after commit, in order per key, retrying while the broker
-is away, so nothing written is lost, and never wedged by one event.
+"""The outbox relay: publishes committed outbox events after commit, in order per key, retrying while the
+broker is away, so nothing written is lost, and never wedged by one event.
 
 - Order: events of one (topic, key) are published one after another in outbox id order, and a failure stops
   that key for the pass (nothing later of the key overtakes it). Different keys go concurrently, many records
@@ -147,7 +147,7 @@ class OutboxRelay:
                     .limit(self._settings.batch_size)
                 )
             ).all()
-            outcome = await self._send(ready)
+            outcome = await self._send(list(ready))
             # Recorded after the sends: on SQLite the first write takes the database's write lock.
             await self._record(session, outcome)
             await session.commit()
@@ -295,23 +295,23 @@ async def parked_events(sessions: SessionFactory, tables: MessagingTables) -> li
 
 async def retry_parked(sessions: SessionFactory, tables: MessagingTables, ids: list[int] | None) -> int:
     """Put parked events back in line (after the cause was fixed, e.g. the broker's record limit raised)."""
-    table = tables.outbox
-    condition = table.c.parked_at.is_not(None)
-    if ids is not None:
-        condition &= table.c.id.in_(ids)
-    async with sessions() as session:
-        result: Any = await session.execute(update(table).where(condition).values(parked_at=None))
-        await session.commit()
-        return int(result.rowcount or 0)
+    return await _change_parked(sessions, update(tables.outbox).values(parked_at=None), tables, ids)
 
 
 async def drop_parked(sessions: SessionFactory, tables: MessagingTables, ids: list[int] | None) -> int:
     """Delete parked events for good: the events of their keys behind them then go on."""
+    return await _change_parked(sessions, delete(tables.outbox), tables, ids)
+
+
+async def _change_parked(
+    sessions: SessionFactory, change: Any, tables: MessagingTables, ids: list[int] | None
+) -> int:
+    """Run an update or delete on the parked events (those of `ids`, or all): how many it changed."""
     table = tables.outbox
-    condition = table.c.parked_at.is_not(None)
+    condition: Any = table.c.parked_at.is_not(None)
     if ids is not None:
-        condition &= table.c.id.in_(ids)
+        condition = condition & table.c.id.in_(ids)
     async with sessions() as session:
-        result: Any = await session.execute(delete(table).where(condition))
+        result: Any = await session.execute(change.where(condition))
         await session.commit()
         return int(result.rowcount or 0)

@@ -29,6 +29,8 @@ from techport_shared.settings import ServiceSettings
 from techport_shared.uow import UnitOfWork
 
 log = get_logger(__name__)
+# How long a step of shutdown may take before it is given up (Kubernetes allows 30 s in all by default).
+_STOP_S = 10.0
 
 
 @dataclass
@@ -80,7 +82,7 @@ class ServiceRuntime:
             await asyncio.sleep(1.0)
 
     def uow(self) -> Any:
-        """A unit of work of this service (its repositories), waking the outbox relay when it commits events."""
+        """A unit of work of this service (its repositories), waking the outbox relay when it commits."""
         return self.unit_of_work(self.sessions, self.tables, on_commit=self.relay.wake)
 
     async def database_ready(self) -> None:
@@ -97,7 +99,11 @@ class ServiceRuntime:
         for subscriber in self.broker.subscribers:
             consumer: Any = getattr(subscriber, "consumer", None)
             while consumer is None or not consumer.assignment():
-                if consumer is not None and getattr(subscriber, "pattern", None) and not consumer.subscription():
+                if (
+                    consumer is not None
+                    and getattr(subscriber, "pattern", None)
+                    and not consumer.subscription()
+                ):
                     break  # subscribed by pattern, and no topic matches yet: nothing to be assigned
                 if asyncio.get_running_loop().time() > deadline:
                     raise TimeoutError(f"{self.name}: consumers not assigned in {timeout_s}s")
@@ -118,8 +124,17 @@ class ServiceRuntime:
         try:
             yield
         finally:
-            await self.stop_background()
-            await self.engine.dispose()
+            # Bounded: a service that does not stop is killed by its orchestrator with its work half done;
+            # better to say what hung and go on to close the database.
+            try:
+                await asyncio.wait_for(self.stop_background(), timeout=_STOP_S)
+            except TimeoutError:
+                hung = [task.get_name() for task in self._tasks if not task.done()]
+                log.error("background work did not stop in time", tasks=hung, timeout_s=_STOP_S)
+            try:
+                await asyncio.wait_for(self.engine.dispose(), timeout=_STOP_S)
+            except TimeoutError:
+                log.error("database connections did not close in time", timeout_s=_STOP_S)
 
     async def stop_background(self) -> None:
         self._stopping = True

@@ -13,7 +13,8 @@ from techport_shared.events import EVENT_MODELS, ON_TOPIC_MODELS
 
 def render() -> dict[str, str]:
     """File name -> JSON text, for every event type of the contract, and for the types that look otherwise
-    on the platform's own topics (a student's personal fields sealed) a second file, `<type>.on-topic.json`."""
+    on the platform's own topics (a student's personal fields sealed) a second file,
+    `<type>.on-topic.json`."""
     files = {}
     for type_, model in sorted(EVENT_MODELS.items()):
         files[f"{type_}.json"] = _schema(type_, type_, model, "")

@@ -142,7 +142,11 @@ VACANCIES = TopicSpec(
     WEEK,
 )
 MATCHES = TopicSpec(
-    "techport.matches.v1", "matching", "student id", (ce_type("match.found"), ce_type("match.withdrawn")), WEEK
+    "techport.matches.v1",
+    "matching",
+    "student id",
+    (ce_type("match.found"), ce_type("match.withdrawn")),
+    WEEK,
 )
 PARTNERSHIPS = TopicSpec(
     "techport.partnerships.v1",

@@ -138,7 +138,7 @@ class UnitOfWork:
     # --- ending the transaction -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Handlers' commits inside mark their record done; the caller commits the batch with `commit_batch`."""
+        """Handlers' commits inside mark their record done; the caller commits with `commit_batch`."""
         self._batch = True
         try:
             yield

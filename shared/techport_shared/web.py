@@ -1,6 +1,6 @@
-"""HTTP pieces every service shares: request ids, request metrics, health and readiness, the caller's identity,
-bounded JSON bodies (size and depth checked before parsing), and the one place a domain refusal becomes an
-HTTP status (`http_error`): 422 with field-level details in FastAPI's shape, 403, 404, 409."""
+"""HTTP pieces every service shares: request ids, request metrics, health and readiness, the caller's
+identity, bounded JSON bodies (size and depth checked before parsing), and the one place a domain refusal
+becomes an HTTP status (`http_error`): 422 with field-level details in FastAPI's shape, 403, 404, 409."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi import Path as FastAPIPath
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from techport_shared.envelope import Origin
 from techport_shared.errors import ErrorKind, Refused
@@ -35,29 +34,50 @@ HTTP_SECONDS = Histogram(
 ReadinessCheck = Callable[[], Awaitable[Any]]
 
 
-class RequestContextMiddleware(BaseHTTPMiddleware):
-    """Accepts or creates X-Request-ID, logs with it, returns it, and counts the request."""
+class RequestContextMiddleware:
+    """Accepts or creates X-Request-ID, logs with it, returns it, and counts the request. Plain ASGI
+    (Starlette's BaseHTTPMiddleware costs a task and a stream per request, on every request of every
+    service)."""
 
     def __init__(self, app: Any, service: str) -> None:
-        super().__init__(app)
+        self.app = app
         self.service = service
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        request_id = request.headers.get(REQUEST_ID_HEADER) or str(uuid.uuid4())
-        request.state.request_id = request_id
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = REQUEST_ID_HEADER.lower().encode()
+        given = next((v for k, v in scope.get("headers", ()) if k == header), None)
+        request_id = given.decode("latin-1")[:200] if given else str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", ()), (header, request_id.encode("latin-1"))]
+            await send(message)
+
         with log_context(correlation_id=request_id):
-            response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        HTTP_REQUESTS.labels(self.service, request.method, template, str(response.status_code)).inc()
-        HTTP_SECONDS.labels(self.service, request.method, template).observe(time.perf_counter() - started)
-        response.headers[REQUEST_ID_HEADER] = request_id
-        return response
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = scope.get("route")
+                template = getattr(route, "path", "unmatched")
+                method = scope.get("method", "")
+                HTTP_REQUESTS.labels(self.service, method, template, str(status["code"])).inc()
+                HTTP_SECONDS.labels(self.service, method, template).observe(time.perf_counter() - started)
 
 
-def request_id(request: Request) -> str:
+def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", None) or uuid.uuid4())
+
+
+# Dependencies are `async def`: FastAPI runs a plain `def` one in a thread pool, a thread hop per request.
+async def request_id(request: Request) -> str:
+    return request_id_of(request)
 
 
 RequestId = Annotated[str, Depends(request_id)]
@@ -114,7 +134,7 @@ RecipientId = Annotated[str, Query(pattern=ID_PATTERN, min_length=1, max_length=
 OrganisationIdQuery = Annotated[str | None, Query(pattern=ID_PATTERN, min_length=1, max_length=64)]
 
 
-def caller(request: Request) -> Identity:
+async def caller(request: Request) -> Identity:
     """The verified caller (401 without a valid identity token)."""
     identity: Identity = request.app.state.caller(request)
     return identity
@@ -129,12 +149,12 @@ Caller = Annotated[Identity, Depends(caller)]
 UoW = Annotated[UnitOfWork, Depends(unit_of_work)]
 
 
-def request_context(actor: Caller, request: Request) -> Context:
+async def request_context(actor: Caller, request: Request) -> Context:
     """Who asks, and the request as the origin of what it changes (its id is the correlation id)."""
-    return Context(actor, Origin.of_request(request_id(request)))
+    return Context(actor, Origin.of_request(request_id_of(request)))
 
 
-def message_bus(request: Request) -> MessageBus[Any]:
+async def message_bus(request: Request) -> MessageBus[Any]:
     bus: MessageBus[Any] = request.app.state.bus
     return bus
 

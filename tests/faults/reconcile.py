@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from techport_cli.topics import read_topic
@@ -16,7 +17,7 @@ from techport_shared.settings import KafkaSettings
 from techport_shared.topics import DLQ, MATCHES, PARTNER_PREFIX, partner_topics
 
 from tests.faults.harness import Platform
-from tests.faults.load import Dataset
+from tests.faults.load import Dataset, LoadGenerator
 
 
 @dataclass
@@ -195,8 +196,8 @@ async def _backlog(platform: Platform, service: str) -> str:
             return "(no outbox)"
         rows = await platform.rows(
             service,
-            "SELECT count(*), max(attempts), max(last_error), sum(CASE WHEN parked_at IS NULL THEN 0 ELSE 1 END) "
-            "FROM outbox WHERE published_at IS NULL",
+            "SELECT count(*), max(attempts), max(last_error), "
+            "sum(CASE WHEN parked_at IS NULL THEN 0 ELSE 1 END) FROM outbox WHERE published_at IS NULL",
         )
         count, attempts, error, parked = rows[0]
         return f"{count} (parked {parked or 0}), most attempts {attempts}, last error {error}"
@@ -227,3 +228,27 @@ def report(name: str, sent: int, state: State) -> str:
         f"(distinct {len(state.mails)}, resent {resent}), rejections {len(state.rejections)}, "
         f"DLQ {len(state.dead_letters)}"
     )
+
+
+Fault = Callable[[Platform], Awaitable[object]]
+
+
+async def under_load(
+    platform: Platform,
+    name: str,
+    fault: Fault,
+    duration_s: float = 12.0,
+    allow_resent_email: bool = False,
+    data: Dataset | None = None,
+) -> State:
+    """Send a fresh dataset at a steady pace, inject the fault mid-batch, then reconcile exactly."""
+    data = data or Dataset.build()
+    load = LoadGenerator(platform, data)
+    await load.register_organisations()
+    sending = asyncio.create_task(load.run(duration_s=duration_s))
+    await asyncio.sleep(3.0)
+    await fault(platform)
+    await sending
+    state = await reconcile(platform, data, allow_resent_email=allow_resent_email)
+    print(report(name, load.sent, state), f"retries by the load generator: {load.retries}")
+    return state

@@ -2,50 +2,25 @@
 platform as separate processes over a real Kafka, real databases and a real SMTP server.
 
 Faults that need nothing special share one platform (one broker, SQLite): every run sends a dataset of its
-own (its ids carry a tag) and the reconciler counts only that dataset. The database fault runs on
-PostgreSQL, the broker-loss fault on a cluster of three.
+own (its ids carry a tag) and the reconciler counts only that dataset. The faults that need a platform of
+their own (PostgreSQL, a cluster of three) are in test_faults_own_platform.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 from techport_shared.envelope import KafkaRecord
 from techport_shared.topics import partner_topics
 
-from tests.faults.harness import Platform, reset_group_to_beginning, running_platform
+from tests.faults.harness import Platform, reset_group_to_beginning
 from tests.faults.load import Dataset, LoadGenerator
-from tests.faults.reconcile import State, read_topic_to_end, reconcile, report
+from tests.faults.reconcile import read_topic_to_end, reconcile, report, under_load
 from tests.kafka_helpers import produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.timeout(420)]
-
-Fault = Callable[[Platform], Awaitable[object]]
-
-
-async def under_load(
-    platform: Platform,
-    name: str,
-    fault: Fault,
-    duration_s: float = 12.0,
-    allow_resent_email: bool = False,
-    data: Dataset | None = None,
-) -> State:
-    """Send a fresh dataset at a steady pace, inject the fault mid-batch, then reconcile exactly."""
-    data = data or Dataset.build()
-    load = LoadGenerator(platform, data)
-    await load.register_organisations()
-    sending = asyncio.create_task(load.run(duration_s=duration_s))
-    await asyncio.sleep(3.0)
-    await fault(platform)
-    await sending
-    state = await reconcile(platform, data, allow_resent_email=allow_resent_email)
-    print(report(name, load.sent, state), f"retries by the load generator: {load.retries}")
-    return state
 
 
 async def test_1_kill_9_of_each_service_in_turn_mid_batch(shared_platform: Platform) -> None:
@@ -70,18 +45,6 @@ async def test_2_kafka_broker_stopped_for_20_s_then_restarted(shared_platform: P
         await asyncio.to_thread(platform.kafka.start_node, 0)
 
     await under_load(shared_platform, "broker-down", broker_away)
-
-
-@pytest.mark.postgres
-async def test_3_database_unavailable_for_20_s(tmp_path: Path) -> None:
-    async def database_away(platform: Platform) -> None:
-        assert platform.postgres is not None
-        await asyncio.to_thread(platform.postgres.stop, "fast")
-        await asyncio.sleep(20.0)
-        await asyncio.to_thread(platform.postgres.restart)
-
-    async with running_platform(tmp_path / "pg", database="postgresql") as platform:
-        await under_load(platform, "database-down", database_away)
 
 
 # topic -> the services that consume it. Partner ingress is not here: members answers a partner's unreadable
@@ -175,30 +138,3 @@ async def test_7_smtp_server_down_for_a_while_then_back(shared_platform: Platfor
         platform.sink.start()
 
     await under_load(shared_platform, "smtp-down", smtp_away)
-
-
-async def test_8_one_of_three_brokers_killed_under_load_and_brought_back(tmp_path: Path) -> None:
-    async def kill_a_broker(platform: Platform) -> None:
-        await asyncio.to_thread(platform.kafka.stop_node, 1, True)
-        await asyncio.sleep(10.0)
-        await asyncio.to_thread(platform.kafka.start_node, 1)
-
-    async with running_platform(tmp_path / "three", brokers=3) as platform:
-        await under_load(platform, "broker-killed", kill_a_broker, 16.0)
-
-
-@pytest.mark.postgres
-async def test_6b_two_notifications_replicas_on_postgresql_send_each_email_once(tmp_path: Path) -> None:
-    # Each replica consumes part of the partitions and sends what is due: row locks keep a digest from being
-    # sent twice or from growing while it is sent (see NotificationsRepository.claim_for_sending).
-    async def no_further_fault(platform: Platform) -> None:
-        return None
-
-    async with running_platform(tmp_path / "notify-pair", database="postgresql") as platform:
-        second = platform.second_instance("notifications")
-        second.start()
-        await second.wait_ready()
-        state = await under_load(platform, "notifications-pair", no_further_fault)
-        logs = second.log.read_text()
-    assert "Processed" in logs  # the second replica did take part
-    assert all(n == 1 for n in state.mails.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -179,6 +180,100 @@ async def test_sql_and_script_looking_strings_are_stored_and_returned_inert(
     showing = [html_of(m) for m in shared_platform.sink.messages if "DROP TABLE" in html_of(m)]
     assert showing, "the name appears in an email"
     assert all("<script>" not in html for html in showing)
+
+
+async def _raw_get(gateway: str, raw_path: str, key: str) -> int:
+    """The status of a GET sent with its path exactly as written (an HTTP client would normalise `..`)."""
+    url = httpx.URL(gateway)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        f"GET {raw_path} HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: Bearer {key}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    return int(status_line.split()[1])
+
+
+async def test_hostile_input_is_refused_and_the_next_student_still_matches_and_is_emailed(
+    shared_platform: Platform, network: Dataset
+) -> None:
+    """Each hostile input of the trust review, against the platform as processes: each is refused or sent
+    safely with its reason, and afterwards an ordinary student still matches and still gets email."""
+    platform = shared_platform
+    school = network.organisations[0]["organisation_id"]
+    company = network.organisations[2]["organisation_id"]
+    vacancy = network.vacancies[0]
+    async with platform.client(network.keys[company]) as as_company:
+        # An 800 KB extra field on a vacancy: refused at the door, never an event too large to publish.
+        bloated = {**vacancy, "vacancy_id": f"vac-{network.tag}-bloated", "notes": "é" * 400_000}
+        answer = await as_company.post("/vacancies", json=bloated)
+        assert answer.status_code == 413 and "bytes" in answer.json()["detail"]
+        # An unknown field of ordinary size is named, not dropped.
+        answer = await as_company.post("/vacancies", json={**bloated, "notes": "x"})
+        assert answer.status_code == 422 and ["body", "notes"] in [e["loc"] for e in answer.json()["detail"]]
+    # Dot segments and encoded forms never reach a service's own routes.
+    for raw in ("/api/v1/partnerships/../metrics", "/api/v1/partnerships/%2e%2e/metrics", "/api/v1/a%2Fb"):
+        assert await _raw_get(platform.gateway, raw, network.keys[company]) == 404, raw
+    # 50,000-deep JSON from a partner: rejected on its own topic with the reason, not retried into the DLQ.
+    deep = KafkaRecord(
+        b"stu-deep",
+        b"[" * 50_000 + b"]" * 50_000,
+        {
+            "ce_specversion": b"1.0",
+            "ce_id": f"deep-{network.tag}".encode(),
+            "ce_source": f"/partners/{school}".encode(),
+            "ce_type": ce_type("student.registered").encode(),
+            "content-type": b"application/json",
+        },
+    )
+    await produce(platform.bootstrap, partner_topics(school).ingress, deep)
+
+    async def depth_rejection():
+        rejections = await read_topic_to_end(platform.bootstrap, partner_topics(school).rejected)
+        return [r for r in rejections if f"deep-{network.tag}".encode() in r.value]
+
+    [rejection] = await eventually(depth_rejection, timeout_s=60)
+    assert b"deep" in rejection.value and len(rejection.value) < 10_000
+    # A name with a line break and an address on an international domain, then an ordinary student: all
+    # three match and get their email.
+    template = network.students[0]
+    hostile = {
+        **template,
+        "student_id": f"stu-{network.tag}-crlf",
+        "given_name": "Jan\r\nBcc: victim@evil.example",
+        "email": f"crlf-{network.tag}@student.example.nl",
+    }
+    international = {
+        **template,
+        "student_id": f"stu-{network.tag}-idn",
+        "email": f"idn-{network.tag}@bücher.nl",
+    }
+    ordinary = {
+        **template,
+        "student_id": f"stu-{network.tag}-next",
+        "email": f"next-{network.tag}@student.example.nl",
+    }
+    async with platform.client(network.keys[company]) as as_company:
+        candidates = f"/vacancies/{vacancy['vacancy_id']}/matches"
+        before = len((await as_company.get(candidates)).json())
+    async with platform.client(network.keys[school]) as as_school:
+        for student in (hostile, international, ordinary):
+            answer = await as_school.post("/students", json=student)
+            assert answer.status_code == 201, answer.text
+
+    def mail_to(address: str):
+        return lambda: [m for m in platform.sink.messages if address in str(m["To"])]
+
+    [to_hostile] = await eventually(mail_to(hostile["email"]), timeout_s=90)
+    assert "\n" not in str(to_hostile["To"]) and to_hostile["Bcc"] is None
+    await eventually(mail_to(f"idn-{network.tag}@xn--bcher-kva.nl"), timeout_s=90)
+    await eventually(mail_to(ordinary["email"]), timeout_s=90)
+    async with platform.client(network.keys[company]) as as_company:
+        after = (await as_company.get(candidates)).json()
+    assert len(after) == before + 3  # the three newcomers are among the vacancy's candidates
+    assert "Jan Bcc: victim@evil.example" in {c["given_name"].replace("\r\n", " ") for c in after}
 
 
 async def test_after_erasure_nothing_of_the_student_is_readable_anywhere(

@@ -4,7 +4,7 @@ tokens while they have life left."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 
 import pytest
 from hypothesis import given
@@ -50,7 +50,9 @@ def test_anything_else_never_reaches_a_service(method: str, path: str, raw: byte
     assert refused.value.status == status
 
 
-@given(st.lists(st.sampled_from(["..", ".", "", "students", "s-1", "matches", "%2e%2e", "metrics"]), max_size=6))
+@given(
+    st.lists(st.sampled_from(["..", ".", "", "students", "s-1", "matches", "%2e%2e", "metrics"]), max_size=6)
+)
 def test_a_path_with_a_dot_or_empty_segment_is_never_forwarded(segments: list[str]) -> None:
     path = "/".join(segments)
     try:
@@ -79,7 +81,7 @@ async def test_keys_are_cached_for_seconds_and_identity_tokens_reused(tmp_path) 
         await KeyRepository(session).revoke("abc123def456")
         await session.commit()
     assert (await gateway.key("abc123def456")).revoked is False  # cached, for a moment
-    time.sleep(0.25)
+    await asyncio.sleep(0.25)
     assert (await gateway.key("abc123def456")).revoked is True  # and then read again
     first = gateway.token(organisation("school-a"))
     assert gateway.token(organisation("school-a")) == first  # reused while it has life left

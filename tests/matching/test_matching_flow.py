@@ -209,7 +209,10 @@ async def test_matches_over_http_best_first_and_a_company_sees_no_contact_detail
     async with matching.client(organisation(company)) as as_company:
         candidates = (await as_company.get(f"/vacancies/{vacancy_id}/matches")).json()
         # Under an opaque reference per (vacancy, student), not the student's id.
-        assert [c["match_id"] for c in candidates] == [match_id(strong, vacancy_id, KEY), match_id(weak, vacancy_id, KEY)]
+        assert [c["match_id"] for c in candidates] == [
+            match_id(strong, vacancy_id, KEY),
+            match_id(weak, vacancy_id, KEY),
+        ]
         assert set(candidates[0]) == {
             "match_id", "given_name", "level", "programme", "matched_skills", "distance_km", "score"
         }  # fmt: skip

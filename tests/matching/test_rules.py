@@ -57,12 +57,21 @@ async def matching():
     async with db.sessions() as session:
         session.add(ChangeCounterRow(id=1, value=0))
         await session.commit()
-    settings = MatchingSettings(database_url="sqlite://", identity_secret="fast-test-secret", partnership_min_matches=2)
+    settings = MatchingSettings(
+        database_url="sqlite://", identity_secret="fast-test-secret", partnership_min_matches=2
+    )
     keeper = IndexKeeper(settings.top_k_per_vacancy)
     bus = MessageBus(db.uow, inject(HANDLERS, keeper=keeper, settings=settings, key=b"fast-key"))
     events = context(service_identity("matching"), channel="event")
     for org, kind in (("school-1", "school"), ("company-1", "company")):
-        data = {"organisation_id": org, "kind": kind, "name": org, "email": "x@example.nl", "postcode": "1971 AB", "city": "IJmuiden"}
+        data = {
+            "organisation_id": org,
+            "kind": kind,
+            "name": org,
+            "email": "x@example.nl",
+            "postcode": "1971 AB",
+            "city": "IJmuiden",
+        }
         await bus.handle(OrganisationRegistered.model_validate(data), events)
     yield db, bus, events
     await db.close()

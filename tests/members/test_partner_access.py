@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -90,7 +90,9 @@ async def _refused_to_read(settings: KafkaSettings, topic: str) -> None:
 async def test_a_partner_acts_only_as_itself_on_a_broker_with_acls(
     secure_cluster: LocalKafkaCluster, tmp_path: Path
 ) -> None:
-    admin = KafkaSettings(kafka_bootstrap_servers=secure_cluster.bootstrap_servers, topic_partitions_default=1)
+    admin = KafkaSettings(
+        kafka_bootstrap_servers=secure_cluster.bootstrap_servers, topic_partitions_default=1
+    )
     await ensure_topics(admin)
     grant_services(secure_cluster, {"members": "members-secret"})
     settings = MembersSettings(
@@ -117,7 +119,11 @@ async def test_a_partner_acts_only_as_itself_on_a_broker_with_acls(
         # The broker refuses A on B's topics.
         with pytest.raises((TopicAuthorizationFailedError, KafkaError)):
             await asyncio.wait_for(
-                _send(as_a, b.ingress, partner_event(school_b, "student.registered", student_data("x", school_b), "x")),
+                _send(
+                    as_a,
+                    b.ingress,
+                    partner_event(school_b, "student.registered", student_data("x", school_b), "x"),
+                ),
                 timeout=30,
             )
         await _refused_to_read(as_a, b.rejected)

@@ -56,7 +56,7 @@ def _student(student_id: str, school: str | None, **changes) -> StudentRegistere
     return StudentRegistered.model_validate(student_data(student_id, school, **changes))
 
 
-# --- the domain alone ------------------------------------------------------------------------------------------
+# --- the domain alone ---------------------------------------------------------------------------------------
 def test_a_partner_event_speaks_only_for_the_organisation_whose_credential_sent_it() -> None:
     assert domain.partner_source_problems(organisation("a"), "/partners/a") == []
     for source in ("/partners/b", "/partners/a/../b", "/hackers", ""):
@@ -65,18 +65,26 @@ def test_a_partner_event_speaks_only_for_the_organisation_whose_credential_sent_
     assert domain.partner_source_problems(OPERATOR, None) == []  # an API request names no source
 
 
-def test_a_school_registers_only_its_own_students_and_an_erasure_is_undone_only_by_a_newer_registration() -> None:
+def test_a_school_registers_only_its_own_students_and_an_erasure_is_undone_only_by_a_newer_registration() -> (
+    None
+):
     school = domain.OrganisationState("school-a", "school", {})
     with pytest.raises(Refused) as refused:
-        domain.register_student(organisation("school-b"), _student("s1", "school-a"), None, school, datetime.now(UTC))
+        domain.register_student(
+            organisation("school-b"), _student("s1", "school-a"), None, school, datetime.now(UTC)
+        )
     assert refused.value.kind == "forbidden"
     erased_at = datetime.now(UTC)
     erased = domain.StudentState("s1", "school-a", None, erased_at)
     with pytest.raises(Refused) as late:
-        domain.register_student(organisation("school-a"), _student("s1", "school-a"), erased, school, erased_at)
+        domain.register_student(
+            organisation("school-a"), _student("s1", "school-a"), erased, school, erased_at
+        )
     assert late.value.kind == "conflict"
     later = erased_at + timedelta(seconds=1)
-    decision = domain.register_student(organisation("school-a"), _student("s1", "school-a"), erased, school, later)
+    decision = domain.register_student(
+        organisation("school-a"), _student("s1", "school-a"), erased, school, later
+    )
     assert decision.created and decision.events[0][0] == ce_type("student.registered")
 
 
@@ -89,13 +97,15 @@ def test_an_unknown_postcode_is_refused_without_repeating_it() -> None:
     assert problem.field == "postcode" and "1000" not in problem.message  # a postcode locates a person
 
 
-# --- the handlers, over the fake unit of work ------------------------------------------------------------------
+# --- the handlers, over the fake unit of work ---------------------------------------------------------------
 async def test_registering_an_organisation_makes_its_topics_first(members) -> None:
     _db, _bus, _ingress, provisioned = members
     assert provisioned == ["school-a", "school-b", "company-c"]
 
 
-async def test_a_student_leaves_members_with_its_personal_fields_sealed_and_erasure_destroys_the_key(members) -> None:
+async def test_a_student_leaves_members_with_its_personal_fields_sealed_and_erasure_destroys_the_key(
+    members,
+) -> None:
     db, bus, _ingress, _provisioned = members
     await bus.handle(RegisterStudent(_student("s1", "school-a")), context(organisation("school-a")))
     [event] = await db.emitted(STUDENTS.name)
@@ -113,7 +123,9 @@ async def test_over_http_a_batch_takes_the_good_events_and_refuses_each_bad_one(
     db, _bus, ingress, _provisioned = members
     good = partner_event("school-a", "student.registered", student_data("s2", "school-a"), "s2")
     forged = partner_event("school-b", "student.registered", student_data("s3", "school-b"), "s3")
-    invalid = partner_event("school-a", "student.registered", student_data("s4", "school-a", level="mbo-9"), "s4")
+    invalid = partner_event(
+        "school-a", "student.registered", student_data("s4", "school-a", level="mbo-9"), "s4"
+    )
     other_school = partner_event("school-a", "student.registered", student_data("s5", "school-b"), "s5")
     outcomes = await ingress.envelopes([good, forged, invalid, other_school], organisation("school-a"))
     assert [o.name for o in outcomes] == ["handled", "rejected", "rejected", "rejected"]
@@ -128,7 +140,9 @@ async def test_over_http_a_batch_takes_the_good_events_and_refuses_each_bad_one(
 
 async def test_no_partner_can_use_up_another_partners_event_ids(members) -> None:
     _db, _bus, ingress, _provisioned = members
-    stolen = partner_event("school-b", "student.registered", student_data("b1", "school-b"), "b1", id="b-0001")
+    stolen = partner_event(
+        "school-b", "student.registered", student_data("b1", "school-b"), "b1", id="b-0001"
+    )
     [refused] = await ingress.envelopes([stolen], organisation("school-a"))
     assert refused.name == "rejected"
     # The same (ce_source, ce_id) from its owner is new: ids are unique per authenticated partner.
@@ -143,3 +157,25 @@ async def test_an_unknown_type_from_a_partner_is_refused_not_ignored(members) ->
     unknown = Envelope(type="nl.techport.spaceship.launched.v1", source="/partners/school-a", data={"x": 1})
     [outcome] = await ingress.envelopes([unknown], organisation("school-a"))
     assert outcome.name == "rejected" and outcome.problems[0].field == "ce_type"
+
+
+@pytest.mark.parametrize(
+    ("body", "event"),
+    [
+        ("OrganisationIn", "OrganisationData"),
+        ("StudentIn", "StudentData"),
+        ("VacancyIn", "VacancyData"),
+    ],
+)
+def test_an_api_body_takes_exactly_the_fields_of_its_event(body: str, event: str) -> None:
+    """The HTTP bodies are models of their own (they refuse unknown fields; events allow a few small ones, as
+    the contract asks), so this keeps them in step: one field added to an event and not to its body fails."""
+    from techport_members import api
+    from techport_shared import events
+
+    body_fields = getattr(api, body).model_fields
+    event_fields = getattr(events, event).model_fields
+    assert set(body_fields) == set(event_fields)
+    for name, field in event_fields.items():
+        assert body_fields[name].is_required() == field.is_required(), name
+        assert body_fields[name].annotation == field.annotation, name

@@ -76,7 +76,8 @@ async def test_three_matches_in_the_window_are_one_dutch_email_with_a_working_un
         # The button: the page's form, posted.
         token = re.search(r'name="token" value="([^"]+)"', page.text).group(1)
         done = await client.post(link.split("?")[0], data={"token": token})
-        assert done.status_code == 200 and "afgemeld" in done.text    # After unsubscribing, a new match is suppressed: no email.
+        assert done.status_code == 200 and "afgemeld" in done.text
+    # After unsubscribing, a new match is suppressed: no email.
     later = uid("vac")
     await n.vacancy(later, company, "Nog een vacature")
     await n.match(student, later, company)
@@ -253,18 +254,21 @@ async def test_a_formed_partnership_emails_both_sides(notifications) -> None:
     assert to_company["Subject"] == "Nieuw partnerschap via Techport"
 
 
-async def test_hostile_names_and_international_addresses_never_hold_up_anyone_elses_email(notifications) -> None:
+async def test_hostile_names_and_international_addresses_never_hold_up_anyone_elses_email(
+    notifications,
+) -> None:
     n = notifications
     company, [vacancy] = await _company_with_vacancies(n, ["Lasser TIG"])
     injected, idn, ordinary = uid("stu"), uid("stu"), uid("stu")
-    await n.student(injected, name="Jan\r\nBcc: victim@evil.example\x00\x1b[31m")
+    await n.student(injected, name="Jan\r\nBcc: victim@evil.example")
     idn_email = await n.student(idn, email=f"{idn}@bücher.nl")
     ordinary_email = await n.student(ordinary)
     for student in (injected, idn, ordinary):
         await n.match(student, vacancy, company)
     [to_injected] = await n.wait(lambda: n.mails_to(f"{injected}@student.example.nl"))
-    # The name is made safe: no header of its own, no control characters; the email went out.
-    assert "\n" not in str(to_injected["To"]) and "\x1b" not in str(to_injected["To"])
+    # The name is made safe: no header of its own; the email went out. (Other control characters never get
+    # this far: events refuse them, see tests/shared/test_envelope.py.)
+    assert "\n" not in str(to_injected["To"])
     assert to_injected["Bcc"] is None and "Beste Jan Bcc: victim@evil.example" in _text(to_injected)
     # An international domain is written in its IDNA form, which every server takes.
     [to_idn] = await n.wait(lambda: n.mails_to(f"{idn}@xn--bcher-kva.nl"))

@@ -69,7 +69,13 @@ def test_what_becomes_of_a_due_notification() -> None:
 
 
 def test_a_company_reads_of_a_candidate_only_what_the_contract_allows() -> None:
-    details = {"match_id": "m-1", "vacancy_id": "v1", "student_id": "s1", "skills": ["weld.tig"], "distance_km": 2.46}
+    details = {
+        "match_id": "m-1",
+        "vacancy_id": "v1",
+        "student_id": "s1",
+        "skills": ["weld.tig"],
+        "distance_km": 2.46,
+    }
     vacancy = {"title": "Lasser", "place": "Velsen-Noord", "organisation_id": "c1"}
     candidate = {"name": "Jan\nBcc: x", "level": "mbo-4", "programme": "Techniek"}
     entry = describe_match("vacancy_candidates", details, vacancy, "Windservice", candidate, str)
@@ -140,14 +146,16 @@ async def test_recipients_are_typed_a_student_id_never_stands_for_a_vacancy_cont
     )
     await bus.handle(match, service)
     async with db.uow() as uow:
-        contact = await uow.notifications.open_digest(Recipient("vacancy_contact", "v1"), "vacancy_candidates")
+        contact = await uow.notifications.open_digest(
+            Recipient("vacancy_contact", "v1"), "vacancy_candidates"
+        )
         lookalike = await uow.notifications.open_digest(Recipient("student", "vacancy:v1"), "student_matches")
         assert contact is not None and contact.recipient_kind == "vacancy_contact"
         assert lookalike is None
 
 
 async def test_an_unsubscribe_holds_for_the_address_it_came_from(notifications) -> None:
-    db, bus = notifications
+    _db, bus = notifications
     service = context(service_identity("notifications"), channel="event")
     await bus.handle(_student("s-1", "old@student.example.nl"), service)
     who = Recipient("student", "s-1")

@@ -55,6 +55,17 @@ def test_caused_event_carries_correlation_and_names_its_cause() -> None:
         (b"", [("ce_type", b"x")], "value"),
         (b'{"a": 1}', [("ce_source", b"/s"), ("ce_id", b"1"), ("ce_specversion", b"1.0")], "envelope"),
         (b"[1, 2]", [("content-type", b"application/cloudevents+json")], "envelope"),
+        # A NUL in an id would fail every processed-messages insert on PostgreSQL: refused as unreadable.
+        (
+            b'{"a": 1}',
+            [("ce_type", b"x"), ("ce_source", b"/s"), ("ce_id", b"1\x00"), ("ce_specversion", b"1.0")],
+            "id",
+        ),
+        (
+            b'{"a": 1}',
+            [("ce_type", b"x"), ("ce_source", b"/s\r\nx"), ("ce_id", b"1"), ("ce_specversion", b"1.0")],
+            "source",
+        ),
     ],
 )
 def test_unreadable_records_name_the_problem(value: bytes, headers: list, field: str) -> None:
@@ -100,3 +111,23 @@ async def test_round_trip_over_the_broker_in_binary_and_structured_mode(kafka_to
 
 def _parts(record) -> tuple:
     return record.key, record.value, record.headers
+
+
+@pytest.mark.parametrize("text", ["Jan\x00", "\x1b[31mJan", "Jan\x7f"])
+def test_text_with_control_characters_is_refused_with_the_field_named(text: str) -> None:
+    from pydantic import ValidationError
+    from techport_shared.events import OrganisationRegistered
+
+    data = {
+        "organisation_id": "org-1",
+        "kind": "company",
+        "name": text,
+        "email": "info@org.example.nl",
+        "postcode": "1971 AB",
+        "city": "IJmuiden",
+    }
+    with pytest.raises(ValidationError) as raised:
+        OrganisationRegistered.model_validate(data)
+    [error] = raised.value.errors()
+    assert error["loc"] == ("name",) and "control character" in error["msg"]
+    assert OrganisationRegistered.model_validate(data | {"name": "Jan\tde Vries"}).name == "Jan\tde Vries"

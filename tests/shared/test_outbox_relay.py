@@ -149,7 +149,9 @@ async def test_an_event_the_broker_refuses_for_good_is_parked_and_only_its_key_w
         records = await read_topic(
             kafka_topics.kafka_bootstrap_servers, topic, until=lambda found: len(found) >= 5, settle_s=1.5
         )
-        assert sorted(from_record(r.key, r.value, r.headers).id for r in records) == sorted(e.id for e in others)
+        assert sorted(from_record(r.key, r.value, r.headers).id for r in records) == sorted(
+            e.id for e in others
+        )
         [parked] = await parked_events(db.sessions, db.tables)
         assert parked.key == "wedged" and parked.size > 800_000 and "at most 200000" in parked.reason
         assert await relay.backlog() == 1  # the one behind it waits, kept

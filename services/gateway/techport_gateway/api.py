@@ -30,7 +30,7 @@ from techport_shared.identity import (
     service_identity,
 )
 from techport_shared.logging import get_logger
-from techport_shared.web import REQUEST_ID_HEADER, EntityId, request_id
+from techport_shared.web import REQUEST_ID_HEADER, EntityId, request_id_of
 
 from techport_gateway import domain
 from techport_gateway.settings import GatewaySettings
@@ -91,7 +91,7 @@ class Gateway:
             await client.aclose()
 
     async def key(self, key_id: str) -> _KnownKey | None:
-        """The key's record, from the cache while it is fresh: revocation is honoured within the cache time."""
+        """The key's record, from the cache while it is fresh: a revocation holds within the cache time."""
         now = time.monotonic()
         known = self._keys.get(key_id)
         if known is not None and now - known.checked_at < self.settings.key_cache_s:
@@ -125,7 +125,7 @@ class Gateway:
         return token
 
 
-def gateway(request: Request) -> Gateway:
+async def gateway(request: Request) -> Gateway:
     found: Gateway = request.app.state.gateway
     return found
 
@@ -185,7 +185,7 @@ async def _forward(
         headers.update(
             {name: value for name, value in request.headers.items() if name.lower().startswith("ce-")}
         )
-    headers[REQUEST_ID_HEADER] = request_id(request)
+    headers[REQUEST_ID_HEADER] = request_id_of(request)
     if identity is not None:
         headers[IDENTITY_HEADER] = gw.token(identity)
     if body is None:
@@ -279,7 +279,9 @@ async def revoke_key(key_id: EntityId, caller: Authenticated, gw: Service) -> Re
     "/students/{student_id}/export",
     summary="Everything every service holds about a student (the student's school, or an operator)",
 )
-async def export_student(student_id: EntityId, request: Request, caller: Authenticated, gw: Service) -> Response:
+async def export_student(
+    student_id: EntityId, request: Request, caller: Authenticated, gw: Service
+) -> Response:
     matched = _matched(request, f"students/{student_id}/export")
     # Members decides who may: the student's school, or an operator; the others answer the gateway then.
     members = await _forward(gw, request, matched, caller.identity)
@@ -288,7 +290,9 @@ async def export_student(student_id: EntityId, request: Request, caller: Authent
     export: dict[str, Any] = {"student_id": student_id, "members": members.json()}
     for service in ("matching", "notifications"):
         route = domain.Route(matched.route.template, frozenset({"GET"}), service)
-        part = await _forward(gw, request, domain.Match(route, matched.path, matched.ids), service_identity("gateway"))
+        part = await _forward(
+            gw, request, domain.Match(route, matched.path, matched.ids), service_identity("gateway")
+        )
         if part.status_code != 200:
             raise HTTPException(503, detail=f"{service} could not export: {part.status_code}")
         export[service] = part.json()

@@ -48,7 +48,7 @@ _ID = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
 
 @dataclass(frozen=True)
 class Route:
-    """One route of the contract (section 5): which methods, which service answers, whether a key is needed."""
+    """A route of the contract (section 5): which methods, which service answers, whether a key is needed."""
 
     template: tuple[str, ...]  # segments; "{}" is an id
     methods: frozenset[str]

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from techport_shared.db import erasure_stands, now
 from techport_shared.envelope import Origin
 from techport_shared.errors import Refused
 from techport_shared.events import (
@@ -30,7 +31,6 @@ from techport_shared.events import (
     VacancyUpdated,
     ce_type,
     dump,
-    revives,
 )
 from techport_shared.messagebus import Context
 from techport_shared.topics import MATCHES
@@ -48,14 +48,12 @@ from techport_matching.store import (
     PartnershipRow,
     StudentRow,
     VacancyRow,
-    aware,
-    now,
 )
 
 SOURCE = "/matching"
 
 
-# --- members' events: stored, and what they take back at once ------------------------------------------------
+# --- members' events: stored, and what they take back at once -----------------------------------------------
 async def on_organisation(
     event: OrganisationRegistered | OrganisationUpdated, uow: MatchingUnitOfWork, context: Context
 ) -> None:
@@ -76,13 +74,10 @@ def _pending(row: StudentRow | VacancyRow, context: Context) -> None:
 
 async def _student(data: StudentData, uow: MatchingUnitOfWork, context: Context, registration: bool) -> None:
     repo = uow.matching
-    erased = await repo.get(ErasedStudentRow, data.student_id)
-    if erased is not None:
-        event_type = ce_type("student.registered" if registration else "student.updated")
-        if not revives(event_type, context.origin.occurred_at, aware(erased.erased_at)):
-            await uow.commit()
-            return  # a late update does not bring an erased student back
-        await repo.delete(erased)
+    event_type = ce_type("student.registered" if registration else "student.updated")
+    if await erasure_stands(repo, ErasedStudentRow, data.student_id, event_type, context.origin.occurred_at):
+        await uow.commit()
+        return  # a late update does not bring an erased student back
     row = await repo.get(StudentRow, data.student_id) or StudentRow(
         student_id=data.student_id,
         given_name="",
@@ -198,7 +193,7 @@ async def _withdraw(uow: MatchingUnitOfWork, matches: list[MatchRow], reason: st
         await uow.matching.give_room(vacancy_id, count)
 
 
-# --- deciding: what was stored, matched against the index ----------------------------------------------------
+# --- deciding: what was stored, matched against the index ---------------------------------------------------
 @dataclass(frozen=True)
 class Decide:
     """Match the named students and vacancies that are stored and still pending."""
@@ -230,7 +225,12 @@ async def decide(
     repo = uow.matching
     await keeper.catch_up(repo)
     run = _Decision(uow, keeper, settings, key, set())
-    uow.on_rollback(lambda: [keeper.index.set_full(v, False) for v in run.filled])
+
+    def room_again() -> None:  # a rollback undoes what this decision made full
+        for vacancy_id in run.filled:
+            keeper.index.set_full(vacancy_id, False)
+
+    uow.on_rollback(room_again)
     found = 0
     for student in await repo.pending(StudentRow, list(command.students)):
         found += await _match_student(run, student)
@@ -369,7 +369,7 @@ async def _propose(
     return row
 
 
-# --- the API's commands: partnerships, and rebuilding the index -------------------------------------------------
+# --- the API's commands: partnerships, and rebuilding the index ---------------------------------------------
 @dataclass(frozen=True)
 class ProposePartnership:
     company_id: str

@@ -1,6 +1,7 @@
 """Matching's wiring (its bootstrap): settings, the shared runtime, the index keeper, the handler table with
 its dependencies, the consumer of members' topics (store, then decide, per batch), the sweep of what a
-stopped replica left undecided, and the HTTP API. Run with `uvicorn --factory techport_matching.main:create_app`."""
+stopped replica left undecided, and the HTTP API.
+Run with `uvicorn --factory techport_matching.main:create_app`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from faststream_fastapi import FastStreamAPI
 from techport_shared.consumer import ConsumedRecord
+from techport_shared.db import now
 from techport_shared.envelope import Origin
 from techport_shared.identity import service_identity
 from techport_shared.logging import get_logger
@@ -24,7 +26,7 @@ from techport_matching.api import router
 from techport_matching.handlers import HANDLERS, Decide
 from techport_matching.keeper import IndexKeeper
 from techport_matching.settings import MatchingSettings
-from techport_matching.store import MatchingUnitOfWork, StudentRow, VacancyRow, now, tables
+from techport_matching.store import MatchingUnitOfWork, StudentRow, VacancyRow, tables
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CONSUMER = "matching"
@@ -52,8 +54,10 @@ class StoreThenDecide:
         return outcome
 
     async def decide(self, records: list[ConsumedRecord]) -> None:
-        named = {topic: tuple({r.key.decode("utf-8", "replace") for r in records if r.topic == topic and r.key})
-                 for topic in (STUDENTS.name, VACANCIES.name)}  # fmt: skip
+        named = {
+            topic: tuple({r.key.decode("utf-8", "replace") for r in records if r.topic == topic and r.key})
+            for topic in (STUDENTS.name, VACANCIES.name)
+        }
         if named[STUDENTS.name] or named[VACANCIES.name]:
             await self._bus.handle(Decide(named[STUDENTS.name], named[VACANCIES.name]), self._context)
 

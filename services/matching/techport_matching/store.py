@@ -12,7 +12,7 @@ two replicas, at least one decision sees the other."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, UniqueConstraint, delete, func, select, text, update
@@ -174,14 +174,6 @@ metadata = MatchingTable.metadata
 tables = messaging_tables(metadata)
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 class MatchingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -276,12 +268,13 @@ class MatchingRepository:
 
     async def decided(self, row: StudentRow | VacancyRow) -> None:
         """Matched: no longer pending, unless a newer event marked it again meanwhile."""
+        if isinstance(row, StudentRow):
+            this = col(StudentRow.student_id) == row.student_id
+        else:
+            this = col(VacancyRow.vacancy_id) == row.vacancy_id
         model = type(row)
-        key = model.student_id if model is StudentRow else model.vacancy_id  # type: ignore[union-attr]
         await self.session.execute(
-            update(model)
-            .where(col(key) == getattr(row, key.key), col(model.pending_cause) == row.pending_cause)
-            .values(pending=False)
+            update(model).where(this, col(model.pending_cause) == row.pending_cause).values(pending=False)
         )
 
     # --- matches --------------------------------------------------------------------------------------------

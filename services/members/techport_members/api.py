@@ -16,8 +16,11 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
 from techport_shared.envelope import EnvelopeError, from_http
 from techport_shared.errors import Refused
 from techport_shared.events import (
+    BrinCode,
     Consent,
+    Crebo,
     EntityId,
+    KvkNumber,
     Language,
     Level,
     Location,
@@ -74,8 +77,8 @@ class OrganisationIn(_Body):
     postcode: Postcode
     city: Text
     location: Location | None = None
-    kvk_number: Annotated[str, Field(pattern=r"^[0-9]{8}$")] | None = None
-    brin_code: Annotated[str, Field(pattern=r"^[0-9A-Za-z]{4}$")] | None = None
+    kvk_number: KvkNumber | None = None
+    brin_code: BrinCode | None = None
     accredited_training_company: bool | None = None
     sectors: list[Text] = Field(default_factory=list, max_length=50)
 
@@ -94,7 +97,7 @@ class StudentFields(_Body):
     email: EmailStr
     level: Level
     programme: Text
-    crebo: Annotated[str, Field(pattern=r"^[0-9]{5}$")] | None = None
+    crebo: Crebo | None = None
     skills: list[SkillText] = Field(default_factory=list, max_length=200)
     seeking: list[Seeking] = Field(min_length=1, max_length=4)
     postcode: Postcode
@@ -122,7 +125,7 @@ class StudentPatch(_Body):
     email: EmailStr | None = None
     level: Level | None = None
     programme: Text | None = None
-    crebo: Annotated[str, Field(pattern=r"^[0-9]{5}$")] | None = None
+    crebo: Crebo | None = None
     skills: list[SkillText] | None = Field(default=None, max_length=200)
     seeking: list[Seeking] | None = Field(default=None, min_length=1, max_length=4)
     postcode: Postcode | None = None
@@ -301,7 +304,7 @@ async def close_vacancy(
     "/events",
     status_code=202,
     response_model=EventResults,
-    summary="Partner events over HTTP (CloudEvents HTTP binding: binary, structured, or a batch of at most 500)",
+    summary="Partner events over HTTP (the CloudEvents HTTP binding: binary, structured, or a batch of 500)",
 )
 async def partner_events(request: Request, actor: Caller) -> EventResults:
     """The same checks, ownership rules and events out as the partner's Kafka topic; the caller's API key

@@ -1,6 +1,7 @@
 """Members' database: organisations, students (and erased markers), vacancies, plus the outbox and the
 processed-messages table. Each record keeps its canonical data (what its last event said) as JSON, beside the
-columns we look records up by. `MembersUnitOfWork` gives handlers the repository; nothing else sees a session."""
+columns we look records up by. `MembersUnitOfWork` gives handlers the repository; nothing else sees a
+session."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from techport_shared.envelope import Origin
 from techport_shared.identity import service_identity
 from techport_shared.messagebus import Context
-from techport_shared.web import Bus, Caller, EntityId, RecipientId, UoW, request_id
+from techport_shared.web import Bus, Caller, EntityId, RecipientId, UoW, request_id_of
 
 from techport_notifications.handlers import Resubscribe, Unsubscribe
 from techport_notifications.mailer import Unsubscribes, render_page
@@ -126,4 +126,4 @@ def _lang(request: Request) -> str:
 
 def _anyone(request: Request) -> Context:
     """The context of a request that carries no identity: the signed token is the credential."""
-    return Context(service_identity("notifications"), Origin.of_request(request_id(request)))
+    return Context(service_identity("notifications"), Origin.of_request(request_id_of(request)))

@@ -114,7 +114,7 @@ def verdict(
 
 def whole_km(distance_km: float | None) -> int | None:
     """A distance as a company may see it: in whole kilometres (ten metres would locate a home)."""
-    return None if distance_km is None else int(round(distance_km))
+    return None if distance_km is None else round(distance_km)
 
 
 def describe_match(

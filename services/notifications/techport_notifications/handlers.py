@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from techport_shared.db import erasure_stands, now
 from techport_shared.envelope import Envelope
 from techport_shared.events import (
     MAX_DIGEST_ITEMS,
@@ -29,7 +30,6 @@ from techport_shared.events import (
     VacancyPosted,
     VacancyUpdated,
     ce_type,
-    revives,
 )
 from techport_shared.limits import MAX_ERROR_CHARS, trim
 from techport_shared.logging import scrub
@@ -55,8 +55,6 @@ from techport_notifications.store import (
     RecipientRow,
     UnsubscribeRow,
     VacancyInfoRow,
-    aware,
-    now,
 )
 
 SOURCE = "/notifications"
@@ -74,13 +72,10 @@ async def _student(
     data: StudentData, uow: NotificationsUnitOfWork, context: Context, registration: bool
 ) -> None:
     repo = uow.notifications
-    erased = await repo.get(ErasedRow, data.student_id)
-    if erased is not None:
-        event_type = ce_type("student.registered" if registration else "student.updated")
-        if not revives(event_type, context.origin.occurred_at, aware(erased.erased_at)):
-            await uow.commit()
-            return  # a late update does not bring an erased student back
-        await repo.delete(erased)
+    event_type = ce_type("student.registered" if registration else "student.updated")
+    if await erasure_stands(repo, ErasedRow, data.student_id, event_type, context.origin.occurred_at):
+        await uow.commit()
+        return  # a late update does not bring an erased student back
     await _keep_recipient(
         uow,
         Recipient(STUDENT, data.student_id),

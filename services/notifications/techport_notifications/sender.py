@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
+from techport_shared.db import aware, now
 from techport_shared.envelope import Origin
 from techport_shared.identity import service_identity
 from techport_shared.logging import get_logger, scrub
@@ -46,8 +47,6 @@ from techport_notifications.store import (
     NotificationsRepository,
     OrganisationInfoRow,
     VacancyInfoRow,
-    aware,
-    now,
 )
 
 log = get_logger(__name__)

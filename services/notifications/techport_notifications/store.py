@@ -6,14 +6,14 @@ repository; nothing else sees a session."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
-from techport_shared.db import json_field, utc_field
+from techport_shared.db import json_field, now, utc_field
 from techport_shared.messaging import messaging_tables
 from techport_shared.uow import UnitOfWork
 
@@ -111,14 +111,6 @@ tables = messaging_tables(metadata)
 
 # "sending" is claimed: an SMTP server may have accepted it, so only a lapsed claim is sent again.
 SENDABLE = ("pending", "sending")
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class NotificationsRepository:

@@ -98,12 +98,14 @@ def upgrade() -> None:
             batch.add_column(sa.Column("recipient_kind", sa.String(length=20), nullable=True))
     bind.execute(
         sa.text(
-            "UPDATE notifications SET recipient_id = substr(recipient_id, 9) WHERE recipient_id LIKE 'vacancy:%'"
+            "UPDATE notifications SET recipient_id = substr(recipient_id, 9) "
+            "WHERE recipient_id LIKE 'vacancy:%'"
         )
     )
     bind.execute(
         sa.text(
-            "UPDATE notification_items SET recipient_id = substr(recipient_id, 9) WHERE recipient_id LIKE 'vacancy:%'"
+            "UPDATE notification_items SET recipient_id = substr(recipient_id, 9) "
+            "WHERE recipient_id LIKE 'vacancy:%'"
         )
     )
     for template, kind in _KIND_OF_TEMPLATE.items():
@@ -146,7 +148,8 @@ def downgrade() -> None:
     for table in ("notifications", "notification_items"):
         bind.execute(
             sa.text(
-                f"UPDATE {table} SET recipient_id = 'vacancy:' || recipient_id WHERE recipient_kind = 'vacancy_contact'"
+                f"UPDATE {table} SET recipient_id = 'vacancy:' || recipient_id "
+                "WHERE recipient_kind = 'vacancy_contact'"
             )
         )
         with op.batch_alter_table(table) as batch:

@@ -1,0 +1,276 @@
+"""Pipeline benchmark: partner events through members and matching to `match.found` (and on to notifications'
+digests), on the local broker, against a raw aiokafka loop on the same broker in the same run.
+
+- raw loop: getmany, parse, produce, commit per batch; events per second over a burst.
+- pipeline burst: a school's student system sends N students at once to its ingress topic; events per second
+  from the first send to the last student's `match.found`.
+- steady rate: students at 200/s; p50 and p99 from publish to `match.found`.
+It prints figures and ratios and asserts nothing. `python -m benchmarks pipeline [--students 3000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from techport_dev.kafka import free_port, kafka_endpoint
+from techport_dev.smtp import SmtpSink
+from techport_shared.envelope import Envelope, to_binary
+from techport_shared.events import ce_type
+from techport_shared.identity import IDENTITY_HEADER, OPERATOR, issue_token
+from techport_shared.kafka import ensure_topics
+from techport_shared.settings import KafkaSettings
+from techport_shared.topics import MATCHES, TopicSpec, partner_topics
+
+from benchmarks.processes import produce, serve, wait_ready
+
+SECRET = "bench-identity-secret-0123456789abcdef"
+SCHOOL, COMPANY = "bench-college", "bench-company"
+POSTCODES = ("1972 AB", "1951 AA", "1971 BX", "1991 AB", "1941 AA")
+
+
+def _student(i: int, tag: str, skills: list[str]) -> dict[str, Any]:
+    return {
+        "student_id": f"bs-{tag}-{i}",
+        "school_id": SCHOOL,
+        "given_name": f"Student{i}",
+        "family_name": "Benchmark",
+        "email": f"s{i}-{tag}@student.example.nl",
+        "level": "mbo-4",
+        "programme": "Monteur mechatronica",
+        "skills": skills,
+        "seeking": ["apprenticeship"],
+        "postcode": POSTCODES[i % len(POSTCODES)],
+        "max_distance_km": 40,
+        "consent": {"matching": True, "email": True},
+    }
+
+
+def _event(data: dict[str, Any]) -> Any:
+    return to_binary(
+        Envelope(
+            type=ce_type("student.registered"),
+            source=f"/partners/{SCHOOL}",
+            subject=data["student_id"],
+            data=data,
+        )
+    )
+
+
+async def _raw_loop(bootstrap: str, records: list[Any]) -> float:
+    """Events per second of the plainest consumer we could write: getmany, parse, produce, commit."""
+    settings = KafkaSettings(kafka_bootstrap_servers=bootstrap)
+    source, sink = f"bench.raw.in.{uuid.uuid4().hex[:6]}", f"bench.raw.out.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(settings, (TopicSpec(source, "bench", "id", ()), TopicSpec(sink, "bench", "id", ())))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        await produce(producer, source, records)
+        consumer = AIOKafkaConsumer(
+            source,
+            bootstrap_servers=bootstrap,
+            group_id=f"raw-{uuid.uuid4().hex[:6]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        done, started = 0, None
+        try:
+            while done < len(records):
+                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                if started is None and batches:
+                    started = time.perf_counter()
+                sends = []
+                for tp_records in batches.values():
+                    for record in tp_records:
+                        data = json.loads(record.value)
+                        sends.append(await producer.send(sink, json.dumps(data).encode(), key=record.key))
+                        done += 1
+                await asyncio.gather(*sends)
+                if batches:
+                    await consumer.commit()
+            return done / (time.perf_counter() - (started or time.perf_counter()))
+        finally:
+            await consumer.stop()
+    finally:
+        await producer.stop()
+
+
+class MatchWatcher:
+    """Reads match.found from the end of the matches topic: when each student's first match arrived."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.arrived: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            MATCHES.name, bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="latest"
+        )
+        await self.consumer.start()
+        await self.consumer.seek_to_end()
+        for tp in self.consumer.assignment():
+            await self.consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
+            now = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    if dict(record.headers).get("ce_type") == ce_type("match.found").encode():
+                        self.arrived.setdefault(record.key.decode(), now)
+
+    async def wait_for(self, ids: list[str], timeout_s: float) -> None:
+        deadline = time.perf_counter() + timeout_s
+        while not all(i in self.arrived for i in ids):
+            if time.perf_counter() > deadline:
+                missing = sum(i not in self.arrived for i in ids)
+                raise TimeoutError(f"{missing} of {len(ids)} students without a match in {timeout_s}s")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await self.consumer.stop()
+
+
+async def _pipeline(
+    bootstrap: str, vacancies: list[list[str]], students: int, rate: float, seconds: float
+) -> dict[str, Any]:
+    ingress = partner_topics(SCHOOL).ingress
+    watcher = MatchWatcher(bootstrap)
+    await watcher.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        # A warm-up, so that the groups have joined and the topic is read.
+        warm = [_student(i, "warm", vacancies[i % len(vacancies)]) for i in range(20)]
+        await produce(producer, ingress, [_event(data) for data in warm])
+        await watcher.wait_for([d["student_id"] for d in warm], 120)
+        # The burst.
+        tag = uuid.uuid4().hex[:6]
+        burst = [_student(i, tag, vacancies[i % len(vacancies)]) for i in range(students)]
+        records = [_event(d) for d in burst]
+        started = time.perf_counter()
+        await produce(producer, ingress, records)
+        await watcher.wait_for([d["student_id"] for d in burst], 600)
+        burst_rate = students / (max(watcher.arrived[d["student_id"]] for d in burst) - started)
+        # The steady rate.
+        tag = uuid.uuid4().hex[:6]
+        steady = [_student(i, tag, vacancies[i % len(vacancies)]) for i in range(int(rate * seconds))]
+        sent: dict[str, float] = {}
+        begin = time.perf_counter()
+        for n, data in enumerate(steady):
+            await asyncio.sleep(max(0.0, begin + n / rate - time.perf_counter()))
+            record = _event(data)
+            sent[data["student_id"]] = time.perf_counter()
+            await producer.send(ingress, record.value, key=record.key, headers=record.header_list())
+        await watcher.wait_for(list(sent), 300)
+        latencies = sorted((watcher.arrived[i] - t) * 1000 for i, t in sent.items())
+        return {
+            "burst_rate": burst_rate,
+            "p50": statistics.median(latencies),
+            "p99": latencies[int(0.99 * (len(latencies) - 1))],
+            "steady": len(steady),
+        }
+    finally:
+        await producer.stop()
+        await watcher.stop()
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks pipeline")
+    parser.add_argument("--students", type=int, default=3000)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    with (
+        kafka_endpoint() as (bootstrap, _),
+        tempfile.TemporaryDirectory() as work,
+        SmtpSink(Path(work) / "mail") as sink,
+    ):
+        asyncio.run(ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap)))
+        ports = {name: free_port() for name in ("members", "matching", "notifications")}
+        env = dict(
+            os.environ,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            TECHPORT_IDENTITY_SECRET=SECRET,
+            MEMBERS_URL=f"http://127.0.0.1:{ports['members']}",
+            SMTP_HOST=sink.host,
+            SMTP_PORT=str(sink.port),
+            NOTIFY_DIGEST_SECONDS="2",
+            # Every student matches one vacancy: no vacancy may fill up before the burst is through.
+            MATCH_TOP_K_PER_VACANCY="100000",
+            **{f"{n.upper()}_DATABASE_URL": f"sqlite:///{work}/{n}.db" for n in ports},
+        )
+        processes = []
+        try:
+            for name, port in ports.items():
+                processes.append(serve(name, port, env, Path(work) / f"{name}.log"))
+                wait_ready(f"http://127.0.0.1:{port}/readyz")
+            members = f"http://127.0.0.1:{ports['members']}"
+            headers = {IDENTITY_HEADER: issue_token(OPERATOR, SECRET, ttl_s=3600)}
+            skills = [s.code for s in sorted(_vocabulary().skills.values(), key=lambda s: s.code)][:40]
+            vacancies = [[skills[2 * j], skills[2 * j + 1]] for j in range(20)]
+            for org, kind in ((SCHOOL, "school"), (COMPANY, "company")):
+                body: dict[str, Any] = {
+                    "organisation_id": org,
+                    "kind": kind,
+                    "name": org,
+                    "email": f"info@{org}.example.nl",
+                    "postcode": "1971 AB",
+                    "city": "IJmuiden",
+                }
+                _post(f"{members}/organisations", body, headers)
+            for j, required in enumerate(vacancies):
+                vacancy: dict[str, Any] = {
+                    "vacancy_id": f"bv-{j}",
+                    "organisation_id": COMPANY,
+                    "title": f"BBL {j}",
+                    "kind": "apprenticeship",
+                    "required_skills": required,
+                    "postcode": POSTCODES[j % 5],
+                    "positions": 1000,
+                    "starts_on": "2027-03-01",
+                    "contact_email": f"hr{j}@{COMPANY}.example.nl",
+                }
+                _post(f"{members}/vacancies", vacancy, headers)
+            records = [_event(_student(i, "raw", vacancies[i % 20])) for i in range(args.students)]
+            raw = asyncio.run(_raw_loop(bootstrap, records))
+            result = asyncio.run(_pipeline(bootstrap, vacancies, args.students, args.rate, args.seconds))
+            time.sleep(3)
+            mails = len(sink.messages)
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=30)
+    rate = f"{args.rate:.0f}/s"
+    print(f"pipeline benchmark: {args.students} students in a burst, then {result['steady']} at {rate}")
+    print(f"  raw aiokafka loop (getmany, parse, produce, commit): {raw:8.0f} events/s")
+    print(f"  partner ingress -> members -> matching -> match.found: {result['burst_rate']:8.0f} events/s")
+    print(f"  ratio pipeline/raw loop: {result['burst_rate'] / raw:.2f}x")
+    print(f"  at {rate}, publish to match.found: p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms")
+    print(f"  emails (digests) delivered meanwhile: {mails}")
+
+
+def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+    httpx.post(url, json=body, headers=headers, timeout=30).raise_for_status()
+
+
+def _vocabulary() -> Any:
+    from techport_shared.skills import vocabulary
+
+    return vocabulary()

@@ -1,0 +1,146 @@
+"""Matching that scales out: a burst of students matched by one replica, then by two (a fresh PostgreSQL
+database and consumer group each time), on the same broker in the same run; events per second and the ratio.
+Prints figures; asserts nothing. `python -m benchmarks replicas [--students 4000]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from techport_dev.kafka import free_port, kafka_endpoint
+from techport_dev.postgres import LocalPostgres
+from techport_shared.envelope import Envelope, to_binary
+from techport_shared.events import ce_type
+from techport_shared.kafka import ensure_topics
+from techport_shared.settings import KafkaSettings
+from techport_shared.skills import vocabulary
+from techport_shared.topics import STUDENTS, VACANCIES
+
+from benchmarks.pipeline import POSTCODES, MatchWatcher
+from benchmarks.processes import send, serve, wait_ready
+
+SECRET = "bench-identity-secret-0123456789abcdef"
+
+
+def _records(tag: str, students: int, vacancies: int) -> tuple[list[Any], list[Any], list[str]]:
+    skills = [s.code for s in sorted(vocabulary().skills.values(), key=lambda s: s.code)]
+    pairs = [[skills[2 * j], skills[2 * j + 1]] for j in range(vacancies)]
+    posted = [
+        to_binary(
+            Envelope(
+                type=ce_type("vacancy.posted"),
+                source="/members",
+                subject=f"rv-{tag}-{j}",
+                data={
+                    "vacancy_id": f"rv-{tag}-{j}",
+                    "organisation_id": "bench-company",
+                    "title": f"BBL {j}",
+                    "kind": "apprenticeship",
+                    "required_skills": pairs[j],
+                    "postcode": POSTCODES[j % 5],
+                    "location": {"lat": 52.46, "lon": 4.62},
+                    "positions": 1000,
+                    "starts_on": "2027-03-01",
+                    "contact_email": "hr@example.nl",
+                },
+            )
+        )
+        for j in range(vacancies)
+    ]
+    ids = [f"rs-{tag}-{i}" for i in range(students)]
+    registered = [
+        to_binary(
+            Envelope(
+                type=ce_type("student.registered"),
+                source="/members",
+                subject=student_id,
+                data={
+                    "student_id": student_id,
+                    "school_id": None,
+                    "given_name": "S",
+                    "family_name": "B",
+                    "email": f"{student_id}@student.example.nl",
+                    "level": "mbo-4",
+                    "programme": "Techniek",
+                    "skills": pairs[i % vacancies],
+                    "seeking": ["apprenticeship"],
+                    "postcode": POSTCODES[i % 5],
+                    "location": {"lat": 52.46, "lon": 4.62},
+                    "max_distance_km": 40,
+                    "consent": {"matching": True, "email": False},
+                },
+            )
+        )
+        for i, student_id in enumerate(ids)
+    ]
+    return posted, registered, ids
+
+
+async def _run(bootstrap: str, url: str, replicas: int, students: int, work: Path) -> float:
+    tag = uuid.uuid4().hex[:6]
+    env = dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        TECHPORT_IDENTITY_SECRET=SECRET,
+        MATCHING_DATABASE_URL=url,
+        MATCHING_CONSUMER_GROUP=f"bench-matching-{tag}",
+        CONSUMER_AUTO_OFFSET_RESET="latest",
+        MATCH_TOP_K_PER_VACANCY="100000",
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for n in range(replicas):
+            port = free_port()
+            processes.append(serve("matching", port, env, work / f"matching-{tag}-{n}.log"))
+            await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}/readyz")
+        await asyncio.sleep(8)  # the group is formed and its members hold their partitions
+        posted, registered, ids = _records(tag, students, 100)
+        watcher = MatchWatcher(bootstrap)
+        await watcher.start()
+        try:
+            await send(bootstrap, VACANCIES.name, posted)
+            await asyncio.sleep(3)
+            started = time.perf_counter()
+            await send(bootstrap, STUDENTS.name, registered)
+            await watcher.wait_for(ids, 600)
+            return students / (max(watcher.arrived[i] for i in ids) - started)
+        finally:
+            await watcher.stop()
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks replicas")
+    parser.add_argument("--students", type=int, default=4000)
+    args = parser.parse_args(argv)
+    with (
+        kafka_endpoint() as (bootstrap, _),
+        LocalPostgres() as postgres,
+        tempfile.TemporaryDirectory() as work,
+    ):
+        asyncio.run(ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap)))
+        rates = {}
+        for replicas in (1, 2):
+            url = postgres.create_database(f"bench_matching_{replicas}_{uuid.uuid4().hex[:6]}")
+            rates[replicas] = asyncio.run(_run(bootstrap, url, replicas, args.students, Path(work)))
+    print(
+        f"matching replicas benchmark: a burst of {args.students} students against 100 vacancies, PostgreSQL"
+    )
+    for replicas, rate in rates.items():
+        print(f"  {replicas} replica{'s' if replicas > 1 else ''}: {rate:8.0f} students/s")
+    print(f"  ratio two/one: {rates[2] / rates[1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
