@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import fcntl
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import event
+from sqlalchemy import event, select, tuple_
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -107,6 +108,72 @@ def now() -> datetime:
 def aware(value: datetime) -> datetime:
     """A moment read back from the database: SQLite returns it without its zone, which is UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class HeldRows:
+    """A unit of work's reads by primary key, each asked of the database at most once.
+
+    SQLAlchemy's identity map holds loaded rows only weakly, so a row read, copied into a domain value and let
+    go is read again by the next handler of the batch; and a row that does not exist is asked for every time.
+    Here rows read are held for the transaction, rows known absent are remembered, and `load` reads a whole
+    batch's rows of a table in one query. `forget` on rollback (the unit of work calls it).
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._held: dict[tuple[type[Any], Any], Any] = {}
+        self._absent: set[tuple[type[Any], Any]] = set()
+
+    async def get(self, model: type[Any], key: Any) -> Any:
+        if (model, key) in self._absent:
+            return None
+        row = await self.session.get(model, key)
+        if row is None:
+            self._absent.add((model, key))
+        else:
+            self._held[(model, key)] = row
+        return row
+
+    def add(self, row: Any) -> None:
+        self.session.add(row)
+        key = _key_of(row)
+        if key is None:
+            return  # its key comes from the database (autoincrement): nobody can have asked for it yet
+        self._absent.discard((type(row), key))
+        self._held[(type(row), key)] = row
+
+    async def delete(self, row: Any) -> None:
+        await self.session.delete(row)
+        key = _key_of(row)
+        self._held.pop((type(row), key), None)
+        self._absent.add((type(row), key))
+
+    def deleted(self, model: type[Any], key: Any) -> None:
+        """A row deleted by a statement rather than `delete`."""
+        self._held.pop((model, key), None)
+        self._absent.add((model, key))
+
+    async def load(self, model: type[Any], keys: Iterable[Any]) -> None:
+        """Read the rows of `keys` (a batch's) in one query; the others are known absent from then on."""
+        wanted = {k for k in keys if (model, k) not in self._held and (model, k) not in self._absent}
+        if not wanted:
+            return
+        columns = sa_inspect(model).primary_key
+        condition = columns[0].in_(wanted) if len(columns) == 1 else tuple_(*columns).in_(list(wanted))
+        for row in (await self.session.scalars(select(model).where(condition))).all():
+            self._held[(model, _key_of(row))] = row
+        self._absent.update((model, k) for k in wanted if (model, k) not in self._held)
+
+    def forget(self) -> None:
+        self._held.clear()
+        self._absent.clear()
+
+
+def _key_of(row: Any) -> Any:
+    key = sa_inspect(type(row)).primary_key_from_instance(row)
+    if any(part is None for part in key):
+        return None
+    return key[0] if len(key) == 1 else tuple(key)
 
 
 class Rows(Protocol):

@@ -102,6 +102,8 @@ class Outcome:
 Identify = Callable[[ConsumedRecord], Identity]
 Checks = Callable[[Envelope, Context], list[Problem]]
 Reject = Callable[[Any, Envelope, list[Problem], Context], None]
+# Reads what a batch's handlers will need, in a few queries, before they run (a service's own).
+Preload = Callable[[Any, list[Envelope]], Awaitable[None]]
 
 
 class EventDispatcher:
@@ -113,7 +115,8 @@ class EventDispatcher:
     and nothing of it is stored. `identify` names the acting party of a record (for the ingress: the
     partner whose topic it came from) and `consumer_of` the namespace its (ce_source, ce_id) is unique in.
     With `keys`, a student event whose personal fields are sealed is opened first (one request to members
-    for a batch); one whose key is gone is handled as the student's erasure.
+    for a batch); one whose key is gone is handled as the student's erasure. With `preload`, the service
+    reads what the batch's handlers will ask for before they run.
     """
 
     def __init__(
@@ -127,8 +130,10 @@ class EventDispatcher:
         reject: Reject | None = None,
         consumer_of: Callable[[Context], str] | None = None,
         keys: StudentKeys | None = None,
+        preload: Preload | None = None,
     ) -> None:
         self.service = service
+        self._preload = preload
         self.consumer = consumer
         self.bus = bus
         self._keys = keys
@@ -150,7 +155,12 @@ class EventDispatcher:
         other reason than a refusal fails the batch: the consumer then handles its records one by one."""
         prepared = [self._prepare(record) for record in records]
         keys = await self._student_keys([envelope for _, envelope, _ in prepared])
+        events = [(envelope, context) for _, envelope, context in prepared if isinstance(envelope, Envelope)]
         async with self.bus.lock, self.bus.unit_of_work() as uow:
+            # What the batch's handlers will read, read first: a query per table, not per record.
+            await uow.load_processed([(self._consumer_of(c), e.source, e.id) for e, c in events])
+            if self._preload is not None:
+                await self._preload(uow, [e for e, _ in events])
             with uow.batch():
                 outcomes = [await self._apply(uow, *item, keys=keys) for item in prepared]
             await uow.commit_batch()

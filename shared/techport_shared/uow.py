@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from techport_shared.db import SessionFactory
+from techport_shared.db import HeldRows, SessionFactory
 from techport_shared.envelope import Envelope, to_binary
 from techport_shared.messaging import MessagingTables
 
@@ -44,11 +44,20 @@ class UnitOfWork:
         self._after_commit: list[Callable[[], None]] = []
         self._on_rollback: list[Callable[[], None]] = []
         self._batch = False
+        self._asked_processed: set[tuple[str, str, str]] | None = None
+        self._known_processed: set[tuple[str, str, str]] = set()
+        self._rows: list[HeldRows] = []
         self.committed = False
 
     # --- what subclasses give handlers ----------------------------------------------------------------------
     def _open(self, session: AsyncSession) -> None:
         """Name the repositories of this service on `session` (overridden by each service)."""
+
+    def _held(self, session: AsyncSession) -> HeldRows:
+        """The held rows of this transaction, for a repository: forgotten when it rolls back."""
+        rows = HeldRows(session)
+        self._rows.append(rows)
+        return rows
 
     @property
     def _db(self) -> AsyncSession:
@@ -59,6 +68,7 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self._pending, self._claimed, self._after_commit, self._on_rollback = [], [], [], []
+        self._asked_processed, self._known_processed, self._rows = None, set(), []
         self.committed = False
         self._open(self._session)
         return self
@@ -106,7 +116,12 @@ class UnitOfWork:
         Inside `batch()` the marks are written together at the batch's commit, where a concurrent mark
         raises DuplicateMessage and the caller handles the batch's records again one at a time."""
         key = (consumer, source, event_id)
-        if key in self._claimed or await self.processed(*key):
+        if key in self._claimed:
+            return False
+        if self._asked_processed is not None and key in self._asked_processed:
+            if key in self._known_processed:
+                return False
+        elif await self.processed(*key):  # not among the batch's keys read ahead (an unreadable record's place)
             return False
         self._claimed.append(key)
         if self._batch:
@@ -125,6 +140,21 @@ class UnitOfWork:
             insert(self._tables.processed),
             [{"consumer": c, "ce_source": s, "ce_id": i, "processed_at": now} for c, s, i in keys],
         )
+
+    async def load_processed(self, keys: list[tuple[str, str, str]]) -> None:
+        """Which of a batch's events were handled before, in one query; `claim` then asks nothing more (a
+        concurrent mark still fails the batch's commit, as without it)."""
+        table = self._tables.processed
+        found: set[tuple[str, str, str]] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = await self._db.execute(
+                select(table.c.consumer, table.c.ce_source, table.c.ce_id).where(
+                    tuple_(table.c.consumer, table.c.ce_source, table.c.ce_id).in_(chunk)
+                )
+            )
+            found.update((r[0], r[1], r[2]) for r in rows)
+        self._asked_processed, self._known_processed = set(keys), found
 
     async def processed(self, consumer: str, source: str, event_id: str) -> bool:
         table = self._tables.processed
@@ -188,6 +218,7 @@ class UnitOfWork:
                 raise DuplicateMessage() from None
             raise
         self.committed = True
+        self._asked_processed, self._known_processed = None, set()
         had_events = bool(self._pending)
         self._pending, self._claimed, self._on_rollback = [], [], []
         if had_events and self._on_commit is not None:
@@ -200,6 +231,9 @@ class UnitOfWork:
         """Undo the transaction: its writes, its queued events, the actions waiting for its commit."""
         await self._db.rollback()
         self._pending, self._claimed, self._after_commit = [], [], []
+        self._asked_processed, self._known_processed = None, set()
+        for rows in self._rows:
+            rows.forget()
         undo, self._on_rollback = self._on_rollback, []
         for action in reversed(undo):
             action()

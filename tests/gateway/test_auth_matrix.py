@@ -3,6 +3,8 @@ operator allowed; and a service called directly, without the gateway's signed id
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -180,3 +182,58 @@ async def test_a_down_service_gives_a_clear_503_and_rate_limits_give_429(platfor
         assert int(limited_response.headers["Retry-After"]) >= 1
         ready = await httpx.AsyncClient().get(f"{url}/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["members"].startswith("unavailable")
+
+
+async def test_partner_events_over_http_speak_only_for_the_keys_organisation(platform, keys) -> None:
+    """POST /api/v1/events through the gateway: the API key is the acting organisation."""
+
+    def student(student_id: str, school: str) -> dict:
+        return {
+            **STUDENT,
+            "student_id": student_id,
+            "school_id": school,
+            "email": f"{student_id}@s.example.nl",
+        }
+
+    def binary(source: str, event_id: str) -> dict:
+        return {
+            "ce-specversion": "1.0",
+            "ce-id": event_id,
+            "ce-source": source,
+            "ce-type": "nl.techport.student.registered.v1",
+            "content-type": "application/json",
+        }
+
+    own = student("http-own", "school-a")
+    async with platform.client(None) as anonymous:
+        refused = await anonymous.post("/events", json=own, headers=binary("/partners/school-a", "h-0"))
+        assert refused.status_code == 401
+    async with platform.client(keys["school-a"]) as as_a:
+        answer = await as_a.post("/events", json=own, headers=binary("/partners/school-a", "h-1"))
+        assert answer.status_code == 202 and answer.json()["results"][0]["accepted"] is True, answer.text
+        assert (await as_a.get("/students/http-own")).status_code == 200  # stored
+        # School A's key, speaking as school B: refused, with the reason, and nothing stored.
+        forged = student("http-forged", "school-b")
+        answer = await as_a.post("/events", json=forged, headers=binary("/partners/school-b", "h-2"))
+        [result] = answer.json()["results"]
+        assert answer.status_code == 202 and result["accepted"] is False
+        assert "ce_source" in [e["field"] for e in result["errors"]]
+        # A batch: the good event is taken, the bad one answered with its errors.
+        good, bad = student("http-batch-1", "school-a"), {**student("http-batch-2", "school-a"), "level": "x"}
+        batch = [
+            {"specversion": "1.0", "id": f"h-{n}", "source": "/partners/school-a",
+             "type": "nl.techport.student.registered.v1", "data": data}
+            for n, data in ((3, good), (4, bad))
+        ]  # fmt: skip
+        answer = await as_a.post(
+            "/events",
+            content=json.dumps(batch),
+            headers={"content-type": "application/cloudevents-batch+json"},
+        )
+        results = answer.json()["results"]
+        assert answer.status_code == 202 and [r["accepted"] for r in results] == [True, False]
+        assert "data.level" in [e["field"] for e in results[1]["errors"]]
+    async with platform.client() as operator:
+        assert (await operator.get("/students/http-forged")).status_code == 404
+        assert (await operator.get("/students/http-batch-1")).status_code == 200
+        assert (await operator.get("/students/http-batch-2")).status_code == 404

@@ -6,15 +6,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import httpx
-
 from techport_gateway.domain import upstream
+from techport_gateway.upstream import Upstreams, UpstreamUnavailable
 
 _OPERATIONS = ("get", "post", "put", "patch", "delete")
 _NOT_PUBLIC = ("/healthz", "/readyz", "/metrics", "/admin/")
 
 
-async def compose(own: dict[str, Any], clients: dict[str, httpx.AsyncClient]) -> dict[str, Any]:
+async def compose(own: dict[str, Any], upstreams: Upstreams) -> dict[str, Any]:
     document = copy.deepcopy(own)
     document["info"] = {
         "title": "Techport platform API",
@@ -24,11 +23,12 @@ async def compose(own: dict[str, Any], clients: dict[str, httpx.AsyncClient]) ->
     document.setdefault("components", {}).setdefault("schemas", {})
     document["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
     document["security"] = [{"apiKey": []}]
-    for name, client in clients.items():
+    for name in upstreams:
         try:
-            response = await client.get("/openapi.json", timeout=3)
-            response.raise_for_status()
-        except httpx.HTTPError:
+            response = await upstreams.call(name, "GET", "/openapi.json", timeout_s=3)
+        except UpstreamUnavailable:
+            response = None
+        if response is None or response.status_code != 200:
             document.setdefault("x-unavailable", []).append(name)
             continue
         service = response.json()

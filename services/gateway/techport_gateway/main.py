@@ -18,12 +18,13 @@ from techport_shared.migrations import upgrade
 
 from techport_gateway import asyncapi, docs
 from techport_gateway.api import Gateway, router
+from techport_gateway.forwarding import Forwarder
 from techport_gateway.settings import GatewaySettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings | None = None) -> Forwarder:
     settings = settings or GatewaySettings()
     configure_logging("gateway")
     engine = create_engine(settings.database_url)
@@ -33,6 +34,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await upgrade(MIGRATIONS, settings.database_url)
+        await gw.upstreams.open()
         try:
             yield
         finally:
@@ -52,22 +54,23 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     def reachable(name: str) -> Any:
         async def check() -> None:
-            response = await gw.clients[name].get("/healthz", timeout=2)
-            response.raise_for_status()
+            answer = await gw.upstreams.call(name, "GET", "/healthz", timeout_s=2)
+            if answer.status_code != 200:
+                raise ConnectionError(f"{name} answers {answer.status_code}")
 
         return check
 
     web.install(
         app,
         "gateway",
-        {name: reachable(name) for name in gw.clients},
+        {name: reachable(name) for name in gw.upstreams},
         larger_bodies={"/api/v1/events": MAX_BATCH_BYTES},
     )
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:
         own = app.openapi()
-        return JSONResponse(await docs.compose(own, gw.clients))
+        return JSONResponse(await docs.compose(own, gw.upstreams))
 
     @app.get("/docs", include_in_schema=False)
     async def swagger(request: Request) -> HTMLResponse:
@@ -77,4 +80,4 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def asyncapi_document() -> JSONResponse:
         return JSONResponse(asyncapi.document())
 
-    return app
+    return Forwarder(app, gw)

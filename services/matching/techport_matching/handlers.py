@@ -9,16 +9,14 @@ moment by two replicas, the decision that starts later sees the other.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from techport_shared.db import erasure_stands, now
-from techport_shared.envelope import Origin
+from techport_shared.envelope import Envelope, Origin
 from techport_shared.errors import Refused
 from techport_shared.events import (
-    MatchFound,
     OrganisationRegistered,
     OrganisationUpdated,
     StudentData,
@@ -30,16 +28,15 @@ from techport_shared.events import (
     VacancyPosted,
     VacancyUpdated,
     ce_type,
-    dump,
 )
 from techport_shared.messagebus import Context
 from techport_shared.topics import MATCHES
 from techport_shared.topics import PARTNERSHIPS as PARTNERSHIPS_TOPIC
 
 from techport_matching import domain
+from techport_matching.decision import SOURCE, Decide, decide, propose
 from techport_matching.keeper import IndexKeeper
-from techport_matching.metrics import MATCHES_FOUND, MATCHES_WITHDRAWN, PARTNERSHIPS, SCORING_SECONDS
-from techport_matching.settings import MatchingSettings
+from techport_matching.metrics import MATCHES_WITHDRAWN, PARTNERSHIPS
 from techport_matching.store import (
     ErasedStudentRow,
     MatchingUnitOfWork,
@@ -50,7 +47,15 @@ from techport_matching.store import (
     VacancyRow,
 )
 
-SOURCE = "/matching"
+
+async def preload(uow: MatchingUnitOfWork, events: list[Envelope]) -> None:
+    """Read what a batch of members' events will ask for, before its handlers run."""
+    ids: dict[str, set[str]] = {name: set() for name in ("student_id", "vacancy_id", "organisation_id")}
+    for event in events:
+        for name, found in ids.items():
+            if isinstance(value := event.data.get(name), str):
+                found.add(value)
+    await uow.matching.preload(ids["student_id"], ids["vacancy_id"], ids["organisation_id"])
 
 
 # --- members' events: stored, and what they take back at once -----------------------------------------------
@@ -193,182 +198,6 @@ async def _withdraw(uow: MatchingUnitOfWork, matches: list[MatchRow], reason: st
         await uow.matching.give_room(vacancy_id, count)
 
 
-# --- deciding: what was stored, matched against the index ---------------------------------------------------
-@dataclass(frozen=True)
-class Decide:
-    """Match the named students and vacancies that are stored and still pending."""
-
-    students: tuple[str, ...]
-    vacancies: tuple[str, ...]
-
-
-@dataclass
-class _Decision:
-    """What one decision transaction needs: the settings, the index, and what it made full (undone on
-    rollback)."""
-
-    uow: MatchingUnitOfWork
-    keeper: IndexKeeper
-    settings: MatchingSettings
-    key: bytes
-    filled: set[str]
-
-
-async def decide(
-    command: Decide,
-    uow: MatchingUnitOfWork,
-    context: Context,
-    keeper: IndexKeeper,
-    settings: MatchingSettings,
-    key: bytes,
-) -> int:
-    repo = uow.matching
-    await keeper.catch_up(repo)
-    run = _Decision(uow, keeper, settings, key, set())
-
-    def room_again() -> None:  # a rollback undoes what this decision made full
-        for vacancy_id in run.filled:
-            keeper.index.set_full(vacancy_id, False)
-
-    uow.on_rollback(room_again)
-    found = 0
-    for student in await repo.pending(StudentRow, list(command.students)):
-        found += await _match_student(run, student)
-        await repo.decided(student)
-    for vacancy in await repo.pending(VacancyRow, list(command.vacancies)):
-        found += await _match_vacancy(run, vacancy)
-        await repo.decided(vacancy)
-    await uow.commit()
-    return found
-
-
-def _origin(row: StudentRow | VacancyRow) -> Origin:
-    return Origin(row.pending_correlation, row.pending_cause, now(), "event")
-
-
-async def _match_student(run: _Decision, row: StudentRow) -> int:
-    repo, settings = run.uow.matching, run.settings
-    profile = row.profile()
-    if not profile.consent_matching:
-        return 0
-    started = time.perf_counter()
-    found = run.keeper.index.match_student(
-        profile, settings.min_score, settings.top_k_per_student, await repo.paired(student_id=row.student_id)
-    )
-    SCORING_SECONDS.labels("student").observe(time.perf_counter() - started)
-    if not found or row.student_id not in await repo.students([row.student_id], lock=True):
-        return 0  # erased meanwhile: its erasure withdraws what it can see, so make nothing now
-    vacancies = await repo.vacancies([vacancy_id for vacancy_id, _ in found])
-    made = 0
-    for vacancy_id, _score in sorted(
-        found
-    ):  # vacancy rows locked in one order: no deadlock between decisions
-        made += await _record(run, row, vacancies[vacancy_id], _origin(row), "student")
-    return made
-
-
-async def _match_vacancy(run: _Decision, row: VacancyRow) -> int:
-    repo, settings = run.uow.matching, run.settings
-    room = settings.top_k_per_vacancy - row.open_matches
-    if row.status != "open" or room <= 0:
-        return 0
-    started = time.perf_counter()
-    found = run.keeper.index.match_vacancy(
-        row.profile(), settings.min_score, room, await repo.paired(vacancy_id=row.vacancy_id)
-    )
-    SCORING_SECONDS.labels("vacancy").observe(time.perf_counter() - started)
-    students = await repo.students([student_id for student_id, _ in found], lock=True)
-    made = 0
-    for student_id, _score in found:
-        if student_id in students:
-            made += await _record(run, students[student_id], row, _origin(row), "vacancy")
-    return made
-
-
-async def _record(
-    run: _Decision, student: StudentRow, vacancy: VacancyRow, origin: Origin, trigger: str
-) -> int:
-    repo = run.uow.matching
-    if not await repo.take_room(vacancy.vacancy_id, run.settings.top_k_per_vacancy):
-        run.keeper.index.set_full(vacancy.vacancy_id, True)
-        run.filled.add(vacancy.vacancy_id)
-        return 0
-    result = domain.assess(student.profile(), vacancy.profile())
-    match = MatchFound(
-        match_id=domain.match_id(student.student_id, vacancy.vacancy_id, run.key),
-        student_id=student.student_id,
-        vacancy_id=vacancy.vacancy_id,
-        organisation_id=vacancy.organisation_id,
-        school_id=student.school_id,
-        score=round(result.score, 6),
-        reasons=domain.reasons(result),
-    )
-    row = MatchRow(
-        match_id=match.match_id,
-        student_id=match.student_id,
-        vacancy_id=match.vacancy_id,
-        organisation_id=match.organisation_id,
-        school_id=match.school_id,
-        score=match.score,
-        reasons=dump(match.reasons),
-        status="open",
-        created_at=now(),
-    )
-    if not await repo.record_match(row):
-        await repo.give_room(vacancy.vacancy_id, 1)  # another decision found the pair first
-        return 0
-    run.uow.emit(MATCHES.name, origin.event(ce_type("match.found"), SOURCE, dump(match), student.student_id))
-    MATCHES_FOUND.labels(trigger).inc()
-    if student.school_id is not None:
-        await _maybe_propose(run, vacancy.organisation_id, student.school_id, origin)
-    return 1
-
-
-async def _maybe_propose(run: _Decision, company_id: str, school_id: str, origin: Origin) -> None:
-    repo = run.uow.matching
-    if await repo.partnership_between(company_id, school_id) is not None:
-        return
-    matches = await repo.pair_matches(company_id, school_id)
-    if len(matches) >= run.settings.partnership_min_matches:
-        await _propose(run.uow, company_id, school_id, "system", matches, origin)
-
-
-async def _propose(
-    uow: MatchingUnitOfWork,
-    company_id: str,
-    school_id: str,
-    proposed_by: str,
-    matches: list[MatchRow],
-    origin: Origin,
-) -> PartnershipRow | None:
-    basis = domain.partnership_basis([list(m.reasons.get("matched_skills", [])) for m in matches])
-    row = PartnershipRow(
-        partnership_id=domain.partnership_id(company_id, school_id),
-        company_id=company_id,
-        school_id=school_id,
-        status="proposed",
-        basis=basis,
-        proposed_by=proposed_by,
-        company_accepted=proposed_by == company_id,
-        school_accepted=proposed_by == school_id,
-        created_at=now(),
-    )
-    if not await uow.matching.add_partnership(row):
-        return None  # proposed by another decision the same moment: once is enough
-    data = {
-        "partnership_id": row.partnership_id,
-        "company_id": company_id,
-        "school_id": school_id,
-        "basis": basis,
-    }
-    uow.emit(
-        PARTNERSHIPS_TOPIC.name,
-        origin.event(ce_type("partnership.proposed"), SOURCE, data, row.partnership_id),
-    )
-    PARTNERSHIPS.labels("proposed").inc()
-    return row
-
-
 # --- the API's commands: partnerships, and rebuilding the index ---------------------------------------------
 @dataclass(frozen=True)
 class ProposePartnership:
@@ -400,7 +229,7 @@ async def propose_partnership(
         await repo.partnership_between(command.company_id, command.school_id) is not None,
     )
     matches = await repo.pair_matches(command.company_id, command.school_id)
-    row = await _propose(uow, command.company_id, command.school_id, by, matches, context.origin)
+    row = await propose(uow, command.company_id, command.school_id, by, matches, context.origin)
     if row is None:
         raise Refused.of("conflict", "partnership", "these two already have a partnership")
     await uow.commit()

@@ -23,7 +23,7 @@ from techport_shared.sealing import StudentKeys
 from techport_shared.topics import ORGANISATIONS, STUDENTS, VACANCIES
 
 from techport_matching.api import router
-from techport_matching.handlers import HANDLERS, Decide
+from techport_matching.handlers import HANDLERS, Decide, preload
 from techport_matching.keeper import IndexKeeper
 from techport_matching.settings import MatchingSettings
 from techport_matching.store import MatchingUnitOfWork, StudentRow, VacancyRow, tables
@@ -73,7 +73,7 @@ def build(settings: MatchingSettings | None = None) -> tuple[FastStreamAPI, Serv
         inject(HANDLERS, keeper=keeper, settings=settings, key=settings.reference_key()),
         lock=asyncio.Lock(),
     )
-    dispatcher = EventDispatcher("matching", CONSUMER, bus, keys=keys)
+    dispatcher = EventDispatcher("matching", CONSUMER, bus, keys=keys, preload=preload)
     handler = StoreThenDecide(dispatcher, bus)
     runtime.consumer.subscribe(TOPICS, settings.consumer_group, handler)
 

@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, UniqueConstraint, delete, func, select, text, update
+from sqlalchemy import BigInteger, Column, UniqueConstraint, bindparam, delete, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
-from techport_shared.db import json_field, utc_field
+from techport_shared.db import HeldRows, json_field, utc_field
 from techport_shared.messaging import messaging_tables
 from techport_shared.uow import UnitOfWork
 
@@ -175,8 +176,9 @@ tables = messaging_tables(metadata)
 
 
 class MatchingRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, rows: HeldRows) -> None:
         self.session = session
+        self.rows = rows
         self._mark: int | None = None
 
     @property
@@ -184,13 +186,20 @@ class MatchingRepository:
         return self.session.get_bind().dialect.name == "postgresql"
 
     async def get(self, model: type[Any], key: str) -> Any:
-        return await self.session.get(model, key)
+        return await self.rows.get(model, key)
 
     def add(self, row: Any) -> None:
-        self.session.add(row)
+        self.rows.add(row)
 
     async def delete(self, row: Any) -> None:
-        await self.session.delete(row)
+        await self.rows.delete(row)
+
+    async def preload(self, students: set[str], vacancies: set[str], organisations: set[str]) -> None:
+        """A batch's rows, read in a query per table before its handlers run."""
+        await self.rows.load(StudentRow, students)
+        await self.rows.load(ErasedStudentRow, students)
+        await self.rows.load(VacancyRow, vacancies)
+        await self.rows.load(OrganisationRow, organisations)
 
     # --- change marks: how replicas keep their index in step ------------------------------------------------
     async def change_mark(self) -> Any:
@@ -241,6 +250,7 @@ class MatchingRepository:
     # --- what is stored -------------------------------------------------------------------------------------
     async def delete_student(self, student_id: str) -> None:
         await self.session.execute(delete(StudentRow).where(col(StudentRow.student_id) == student_id))
+        self.rows.deleted(StudentRow, student_id)
 
     async def students(self, ids: list[str], lock: bool = False) -> dict[str, StudentRow]:
         """Students by id; with `lock`, held (shared) until commit, so an erasure waits for this decision and
@@ -266,18 +276,36 @@ class MatchingRepository:
         query = select(key).where(col(model.pending).is_(True), col(model.updated_at) < before).limit(limit)
         return list(await self.session.scalars(query))
 
-    async def decided(self, row: StudentRow | VacancyRow) -> None:
-        """Matched: no longer pending, unless a newer event marked it again meanwhile."""
-        if isinstance(row, StudentRow):
-            this = col(StudentRow.student_id) == row.student_id
-        else:
-            this = col(VacancyRow.vacancy_id) == row.vacancy_id
-        model = type(row)
-        await self.session.execute(
-            update(model).where(this, col(model.pending_cause) == row.pending_cause).values(pending=False)
-        )
+    async def decided(self, rows: list[StudentRow | VacancyRow]) -> None:
+        """Matched: no longer pending, unless a newer event marked it again meanwhile. One statement per
+        table, executed for all rows at once."""
+        tables: list[tuple[Any, str]] = [(StudentRow, "student_id"), (VacancyRow, "vacancy_id")]
+        for model, key in tables:
+            params = [
+                {"key": getattr(r, key), "cause": r.pending_cause} for r in rows if isinstance(r, model)
+            ]
+            if params:
+                table = model.__table__
+                statement = (
+                    update(table)
+                    .where(table.c[key] == bindparam("key"), table.c.pending_cause == bindparam("cause"))
+                    .values(pending=False)
+                )
+                await self.session.execute(statement, params)
 
     # --- matches --------------------------------------------------------------------------------------------
+    async def paired_with_students(self, student_ids: list[str]) -> dict[str, set[str]]:
+        """For each student, the vacancies it was ever matched to (open or withdrawn): never again."""
+        paired: dict[str, set[str]] = {student_id: set() for student_id in student_ids}
+        rows = await self.session.execute(
+            select(col(MatchRow.student_id), col(MatchRow.vacancy_id)).where(
+                col(MatchRow.student_id).in_(student_ids)
+            )
+        )
+        for student_id, vacancy_id in rows:
+            paired[student_id].add(vacancy_id)
+        return paired
+
     async def paired(self, *, student_id: str | None = None, vacancy_id: str | None = None) -> set[str]:
         """The other side of every pair already matched (open or withdrawn): never matched again."""
         if student_id is not None:
@@ -290,14 +318,52 @@ class MatchingRepository:
             )
         return set(rows)
 
-    async def take_room(self, vacancy_id: str, most: int) -> bool:
-        """One more open match for the vacancy, if it has room: under the vacancy's own row lock."""
-        result: Any = await self.session.execute(
-            update(VacancyRow)
-            .where(col(VacancyRow.vacancy_id) == vacancy_id, col(VacancyRow.open_matches) < most)
-            .values(open_matches=col(VacancyRow.open_matches) + 1, change_seq=await self.change_mark())
+    async def lock_rooms(self, vacancy_ids: list[str]) -> dict[str, int]:
+        """The open matches of these open vacancies, their rows locked until commit (PostgreSQL), always in
+        the same order (by id), so two decisions never wait on each other in a circle."""
+        table: Any = VacancyRow.__table__  # type: ignore[attr-defined]
+        query = (
+            select(table.c.vacancy_id, table.c.open_matches)
+            .where(table.c.vacancy_id.in_(sorted(vacancy_ids)), table.c.status == "open")
+            .order_by(table.c.vacancy_id)
         )
-        return bool(result.rowcount)
+        if self._postgres:
+            query = query.with_for_update()
+        with self.session.no_autoflush:
+            return {vacancy_id: int(count) for vacancy_id, count in await self.session.execute(query)}
+
+    async def add_rooms(self, taken: dict[str, int]) -> None:
+        """Count newly made matches into their vacancies' rooms (rows locked by `lock_rooms`)."""
+        if not taken:
+            return
+        mark = await self.change_mark()
+        table: Any = VacancyRow.__table__  # type: ignore[attr-defined]
+        statement = (
+            update(table)
+            .where(table.c.vacancy_id == bindparam("vacancy"))
+            .values(open_matches=table.c.open_matches + bindparam("count"), change_seq=mark)
+        )
+        with self.session.no_autoflush:
+            await self.session.execute(
+                statement, [{"vacancy": v, "count": n} for v, n in sorted(taken.items())]
+            )
+
+    async def insert_matches(self, rows: list[MatchRow]) -> set[str]:
+        """Insert the matches in one statement; a pair that already has one (another decision made it the
+        same moment) is skipped by its unique key. Returns the ids of those inserted."""
+        if not rows:
+            return set()
+        table: Any = MatchRow.__table__  # type: ignore[attr-defined]
+        insert = postgresql.insert if self._postgres else sqlite.insert
+        inserted: set[str] = set()
+        for start in range(0, len(rows), 500):
+            values = [
+                {column.name: getattr(row, column.name) for column in table.columns}
+                for row in rows[start : start + 500]
+            ]
+            statement = insert(table).values(values).on_conflict_do_nothing().returning(table.c.match_id)
+            inserted.update(await self.session.scalars(statement))
+        return inserted
 
     async def give_room(self, vacancy_id: str, count: int) -> None:
         await self.session.execute(
@@ -310,16 +376,6 @@ class MatchingRepository:
                 change_seq=await self.change_mark(),
             )
         )
-
-    async def record_match(self, match: MatchRow) -> bool:
-        """Store a match unless the pair has one (another replica may have found it the same moment)."""
-        if await self.session.scalar(
-            select(col(MatchRow.match_id)).where(
-                col(MatchRow.student_id) == match.student_id, col(MatchRow.vacancy_id) == match.vacancy_id
-            )
-        ):
-            return False
-        return await self._insert_unless_taken(match)
 
     async def open_matches(
         self, *, student_id: str | None = None, vacancy_id: str | None = None
@@ -363,8 +419,7 @@ class MatchingRepository:
         """Insert; False when a concurrent transaction took the same unique key first. On PostgreSQL in a
         savepoint, so the transaction goes on; SQLite's writers take turns, so no one can have taken it."""
         if not self._postgres:
-            self.session.add(row)
-            await self.session.flush()
+            self.session.add(row)  # written with the transaction's next statement
             return True
         try:
             async with self.session.begin_nested():
@@ -410,4 +465,4 @@ class MatchingUnitOfWork(UnitOfWork):
     matching: MatchingRepository
 
     def _open(self, session: AsyncSession) -> None:
-        self.matching = MatchingRepository(session)
+        self.matching = MatchingRepository(session, self._held(session))

@@ -208,6 +208,18 @@ HANDLERS: dict[type, Callable[..., Awaitable[Any]]] = {
 
 
 # --- the partner ingress: who speaks, and what a refusal becomes --------------------------------------------
+async def preload(uow: MembersUnitOfWork, events: list[Envelope]) -> None:
+    """Read what a batch of partner events will ask for, before its handlers run."""
+    names = ("student_id", "school_id", "organisation_id", "vacancy_id")
+    ids: dict[str, set[str]] = {name: set() for name in names}
+    for event in events:
+        for name, found in ids.items():
+            if isinstance(value := event.data.get(name), str):
+                found.add(value)
+    organisations = ids["school_id"] | ids["organisation_id"]
+    await uow.members.preload(ids["student_id"], organisations, ids["vacancy_id"])
+
+
 def partner_actor(record: ConsumedRecord) -> Identity:
     """The acting organisation of a record is the owner of the topic it came from: only its credentials may
     write there (ACLs), so a header cannot make anyone else the actor."""

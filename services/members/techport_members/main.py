@@ -27,6 +27,7 @@ from techport_members.handlers import (
     check_source,
     ingress_consumer,
     partner_actor,
+    preload,
     reject,
 )
 from techport_members.settings import MembersSettings
@@ -54,6 +55,7 @@ def build(settings: MembersSettings | None = None) -> tuple[FastStreamAPI, Servi
         checks=check_source,
         reject=reject,
         consumer_of=ingress_consumer,
+        preload=preload,
     )
     # Every partner's own topic, by pattern: a newly registered partner's topic is read within
     # KAFKA_METADATA_MAX_AGE_MS, from its first record.

@@ -158,6 +158,29 @@ async def on_vacancy(
     await uow.commit()
 
 
+STUDENT_TYPES = "nl.techport.student."
+
+
+async def preload(uow: NotificationsUnitOfWork, events: list[Envelope]) -> None:
+    """Read what a batch of student and match events will ask for, before its handlers run."""
+    matches = [e.data for e in events if e.type == ce_type("match.found")]
+    students = {m["student_id"] for m in matches if isinstance(m.get("student_id"), str)}
+    # Students' own events: their erased markers and recipient rows.
+    told = {
+        student_id
+        for e in events
+        if e.type.startswith(STUDENT_TYPES) and isinstance(student_id := e.data.get("student_id"), str)
+    }
+    await uow.notifications.rows.load(RecipientRow, [(STUDENT, s) for s in told])
+    students |= told
+    recipients = {Recipient(STUDENT, s) for s in students} | {
+        Recipient(VACANCY_CONTACT, m["vacancy_id"]) for m in matches if isinstance(m.get("vacancy_id"), str)
+    }
+    subjects = {m["match_id"] for m in matches if isinstance(m.get("match_id"), str)}
+    templates = {"student_matches", "vacancy_candidates"}
+    await uow.notifications.preload(students, recipients, templates if recipients else set(), subjects)
+
+
 # --- what to tell them --------------------------------------------------------------------------------------
 async def on_match_found(
     event: MatchFound, uow: NotificationsUnitOfWork, context: Context, digest_seconds: float
@@ -218,18 +241,17 @@ async def _enqueue(
             created_at=now(),
         )
         repo.add(digest)
-    repo.add(
-        NotificationItemRow(
-            notification_id=digest.notification_id,
-            recipient_kind=who.kind,
-            recipient_id=who.id,
-            subject_id=subject_id,
-            about_ce_id=context.origin.causation_id or "",
-            correlation_id=context.origin.correlation_id,
-            details=details,
-            student_id=student_id,
-        )
+    item = NotificationItemRow(
+        notification_id=digest.notification_id,
+        recipient_kind=who.kind,
+        recipient_id=who.id,
+        subject_id=subject_id,
+        about_ce_id=context.origin.causation_id or "",
+        correlation_id=context.origin.correlation_id,
+        details=details,
+        student_id=student_id,
     )
+    repo.add_item(item, digest)
 
 
 # --- commands: unsubscribing, and the sender's claims and records -------------------------------------------

@@ -14,7 +14,7 @@ from techport_shared.sealing import StudentKeys
 from techport_shared.topics import MATCHES, ORGANISATIONS, PARTNERSHIPS, STUDENTS, VACANCIES
 
 from techport_notifications.api import router
-from techport_notifications.handlers import HANDLERS
+from techport_notifications.handlers import HANDLERS, preload
 from techport_notifications.mailer import Unsubscribes
 from techport_notifications.sender import Sender
 from techport_notifications.settings import NotificationsSettings
@@ -34,7 +34,9 @@ def build(settings: NotificationsSettings | None = None) -> tuple[FastStreamAPI,
         runtime.uow, inject(HANDLERS, keys=keys, digest_seconds=settings.digest_seconds), lock=asyncio.Lock()
     )
     runtime.consumer.subscribe(
-        TOPICS, settings.consumer_group, EventDispatcher("notifications", CONSUMER, bus, keys=keys)
+        TOPICS,
+        settings.consumer_group,
+        EventDispatcher("notifications", CONSUMER, bus, keys=keys, preload=preload),
     )
     unsubscribes = Unsubscribes(settings.unsubscribe_secret.get_secret_value(), settings.public_url)
     sender = Sender(bus, settings, unsubscribes)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint, delete, select, update
+from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
-from techport_shared.db import json_field, now, utc_field
+from techport_shared.db import HeldRows, json_field, now, utc_field
 from techport_shared.messaging import messaging_tables
 from techport_shared.uow import UnitOfWork
 
@@ -114,52 +114,116 @@ SENDABLE = ("pending", "sending")
 
 
 class NotificationsRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, rows: HeldRows) -> None:
         self.session = session
+        self.rows = rows
+        # What this transaction knows of digests, so a batch of matches asks once per recipient: the open
+        # digest of (kind, id, template) (None: none is open), the items of each digest, the items recorded.
+        self._digests: dict[tuple[str, str, str], NotificationRow | None] = {}
+        self._counts: dict[str, int] = {}
+        self._items: set[tuple[str, str, str]] = set()
+        self._subjects: set[str] = set()  # subjects whose items are all in `_items`
 
     async def get(self, model: type[Any], *key: Any) -> Any:
-        return await self.session.get(model, key if len(key) > 1 else key[0])
+        return await self.rows.get(model, key if len(key) > 1 else key[0])
 
     def add(self, row: Any) -> None:
-        self.session.add(row)
+        self.rows.add(row)
 
     async def delete(self, row: Any) -> None:
-        await self.session.delete(row)
+        await self.rows.delete(row)
 
     async def recipient(self, who: Recipient) -> RecipientRow | None:
-        return await self.session.get(RecipientRow, (who.kind, who.id))
+        row: RecipientRow | None = await self.rows.get(RecipientRow, (who.kind, who.id))
+        return row
 
     async def unsubscribed(self, who: Recipient) -> UnsubscribeRow | None:
-        return await self.session.get(UnsubscribeRow, (who.kind, who.id))
+        row: UnsubscribeRow | None = await self.rows.get(UnsubscribeRow, (who.kind, who.id))
+        return row
+
+    async def preload(
+        self, students: set[str], recipients: set[Recipient], templates: set[str], subjects: set[str]
+    ) -> None:
+        """A batch's reads in a few queries: erased students, the items already recorded for its subjects,
+        and its recipients' open digests with their item counts (locked, as `open_digest` locks one)."""
+        await self.rows.load(ErasedRow, students)
+        if subjects:
+            found = await self.session.execute(
+                select(
+                    col(NotificationItemRow.recipient_kind),
+                    col(NotificationItemRow.recipient_id),
+                    col(NotificationItemRow.subject_id),
+                ).where(col(NotificationItemRow.subject_id).in_(subjects))
+            )
+            self._items.update((k, i, subject) for k, i, subject in found)
+            self._subjects |= subjects
+        if not recipients:
+            return
+        ids = {who.id for who in recipients}
+        open_digests = await self.session.scalars(
+            select(NotificationRow)
+            .where(
+                col(NotificationRow.recipient_id).in_(ids),
+                col(NotificationRow.template).in_(templates),
+                col(NotificationRow.status) == "pending",
+                col(NotificationRow.attempts) == 0,
+            )
+            .order_by(col(NotificationRow.notification_id))
+            .with_for_update()
+        )
+        newest: dict[tuple[str, str, str], NotificationRow] = {}
+        for row in open_digests:
+            key = (row.recipient_kind, row.recipient_id, row.template)
+            if key not in newest or row.created_at > newest[key].created_at:
+                newest[key] = row
+        for who in recipients:
+            for template in templates:
+                self._digests[(who.kind, who.id, template)] = newest.get((who.kind, who.id, template))
+        digest_ids = [row.notification_id for row in newest.values()]
+        self._counts.update({notification_id: 0 for notification_id in digest_ids})
+        if digest_ids:
+            counted = await self.session.execute(
+                select(col(NotificationItemRow.notification_id), func.count())
+                .where(col(NotificationItemRow.notification_id).in_(digest_ids))
+                .group_by(col(NotificationItemRow.notification_id))
+            )
+            self._counts.update({notification_id: int(n) for notification_id, n in counted})
 
     async def open_digest(self, who: Recipient, template: str) -> NotificationRow | None:
         """The pending notification still collecting items for this recipient, if any.
 
         Locked (PostgreSQL): while another replica claims this digest we wait, and then see it sending and
         start a new one, so no item joins a digest already on its way."""
-        return await self.session.scalar(
-            select(NotificationRow)
-            .where(
-                col(NotificationRow.recipient_kind) == who.kind,
-                col(NotificationRow.recipient_id) == who.id,
-                col(NotificationRow.template) == template,
-                col(NotificationRow.status) == "pending",
-                col(NotificationRow.attempts) == 0,
+        key = (who.kind, who.id, template)
+        if key not in self._digests:
+            self._digests[key] = await self.session.scalar(
+                select(NotificationRow)
+                .where(
+                    col(NotificationRow.recipient_kind) == who.kind,
+                    col(NotificationRow.recipient_id) == who.id,
+                    col(NotificationRow.template) == template,
+                    col(NotificationRow.status) == "pending",
+                    col(NotificationRow.attempts) == 0,
+                )
+                .order_by(col(NotificationRow.created_at).desc())
+                .limit(1)
+                .with_for_update()
             )
-            .order_by(col(NotificationRow.created_at).desc())
-            .limit(1)
-            .with_for_update()
-        )
+        return self._digests[key]
 
     async def item_count(self, notification_id: str) -> int:
-        rows = await self.session.scalars(
-            select(col(NotificationItemRow.id)).where(
-                col(NotificationItemRow.notification_id) == notification_id
+        if notification_id not in self._counts:
+            counted = await self.session.scalar(
+                select(func.count()).where(col(NotificationItemRow.notification_id) == notification_id)
             )
-        )
-        return len(list(rows))
+            self._counts[notification_id] = int(counted or 0)
+        return self._counts[notification_id]
 
     async def has_item(self, who: Recipient, subject_id: str) -> bool:
+        if (who.kind, who.id, subject_id) in self._items:
+            return True
+        if subject_id in self._subjects:
+            return False
         found = await self.session.scalar(
             select(col(NotificationItemRow.id)).where(
                 col(NotificationItemRow.recipient_kind) == who.kind,
@@ -168,6 +232,13 @@ class NotificationsRepository:
             )
         )
         return found is not None
+
+    def add_item(self, item: NotificationItemRow, digest: NotificationRow) -> None:
+        """An item joins a digest (made now, or open): what this transaction knows follows."""
+        self.rows.add(item)
+        self._items.add((item.recipient_kind, item.recipient_id, item.subject_id))
+        self._digests[(digest.recipient_kind, digest.recipient_id, digest.template)] = digest
+        self._counts[digest.notification_id] = self._counts.get(digest.notification_id, 0) + 1
 
     async def items(self, notification_id: str) -> list[NotificationItemRow]:
         """What the notification still reports on: items about an erased student are left out."""
@@ -293,4 +364,4 @@ class NotificationsUnitOfWork(UnitOfWork):
     notifications: NotificationsRepository
 
     def _open(self, session: AsyncSession) -> None:
-        self.notifications = NotificationsRepository(session)
+        self.notifications = NotificationsRepository(session, self._held(session))
