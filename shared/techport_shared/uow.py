@@ -121,7 +121,7 @@ class UnitOfWork:
         if self._asked_processed is not None and key in self._asked_processed:
             if key in self._known_processed:
                 return False
-        elif await self.processed(*key):  # not among the batch's keys read ahead (an unreadable record's place)
+        elif await self.processed(*key):  # not read ahead (an unreadable record's place)
             return False
         self._claimed.append(key)
         if self._batch:
