@@ -30,7 +30,7 @@ from techport_shared.events import ce_type
 from techport_shared.identity import IDENTITY_HEADER, OPERATOR, issue_token
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
-from techport_shared.topics import MATCHES, TopicSpec, partner_topics
+from techport_shared.topics import MATCHES, STUDENTS, TopicSpec, partner_topics
 
 from benchmarks.processes import produce, serve, wait_ready
 
@@ -107,16 +107,23 @@ async def _raw_loop(bootstrap: str, records: list[Any]) -> float:
 
 
 class MatchWatcher:
-    """Reads match.found from the end of the matches topic: when each student's first match arrived."""
+    """Reads the students and matches topics from their ends: when each student's first `match.found` arrived,
+    and (from the records' timestamps, stamped by the producing relay) when members published the student and
+    matching its match: where the time from publish to match goes."""
 
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self.arrived: dict[str, float] = {}
+        self.stamps: dict[str, dict[str, float]] = {}  # student id -> stage -> epoch seconds
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
-            MATCHES.name, bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="latest"
+            MATCHES.name,
+            STUDENTS.name,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
         )
         await self.consumer.start()
         await self.consumer.seek_to_end()
@@ -125,13 +132,31 @@ class MatchWatcher:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        found = ce_type("match.found").encode()
         while True:
             batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
-            now = time.perf_counter()
+            now, wall = time.perf_counter(), time.time()
             for records in batches.values():
                 for record in records:
-                    if dict(record.headers).get("ce_type") == ce_type("match.found").encode():
-                        self.arrived.setdefault(record.key.decode(), now)
+                    key = record.key.decode()
+                    stamps = self.stamps.setdefault(key, {})
+                    if record.topic == STUDENTS.name:
+                        stamps.setdefault("members", record.timestamp / 1000)
+                    elif dict(record.headers).get("ce_type") == found:
+                        self.arrived.setdefault(key, now)
+                        stamps.setdefault("matching", record.timestamp / 1000)
+                        stamps.setdefault("read", wall)
+
+    def stages(self, sent: dict[str, float]) -> dict[str, tuple[float, float]]:
+        """p50 and p99 in ms of each stage, for students sent at `sent` (epoch seconds)."""
+        spans: dict[str, list[float]] = {"members": [], "matching": [], "read": []}
+        for student_id, at in sent.items():
+            stamps = self.stamps.get(student_id, {})
+            if len(stamps) == 3:
+                spans["members"].append(stamps["members"] - at)
+                spans["matching"].append(stamps["matching"] - stamps["members"])
+                spans["read"].append(stamps["read"] - stamps["matching"])
+        return {name: _percentiles([v * 1000 for v in values]) for name, values in spans.items() if values}
 
     async def wait_for(self, ids: list[str], timeout_s: float) -> None:
         deadline = time.perf_counter() + timeout_s
@@ -145,6 +170,11 @@ class MatchWatcher:
         if self._task:
             self._task.cancel()
         await self.consumer.stop()
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    values = sorted(values)
+    return statistics.median(values), values[int(0.99 * (len(values) - 1))]
 
 
 async def _pipeline(
@@ -172,18 +202,20 @@ async def _pipeline(
         tag = uuid.uuid4().hex[:6]
         steady = [_student(i, tag, vacancies[i % len(vacancies)]) for i in range(int(rate * seconds))]
         sent: dict[str, float] = {}
+        sent_at: dict[str, float] = {}  # epoch seconds, to set against the records' timestamps
         begin = time.perf_counter()
         for n, data in enumerate(steady):
             await asyncio.sleep(max(0.0, begin + n / rate - time.perf_counter()))
             record = _event(data)
-            sent[data["student_id"]] = time.perf_counter()
+            sent[data["student_id"]], sent_at[data["student_id"]] = time.perf_counter(), time.time()
             await producer.send(ingress, record.value, key=record.key, headers=record.header_list())
         await watcher.wait_for(list(sent), 300)
-        latencies = sorted((watcher.arrived[i] - t) * 1000 for i, t in sent.items())
+        p50, p99 = _percentiles([(watcher.arrived[i] - t) * 1000 for i, t in sent.items()])
         return {
             "burst_rate": burst_rate,
-            "p50": statistics.median(latencies),
-            "p99": latencies[int(0.99 * (len(latencies) - 1))],
+            "p50": p50,
+            "p99": p99,
+            "stages": watcher.stages(sent_at),
             "steady": len(steady),
         }
     finally:
@@ -263,6 +295,13 @@ def main(argv: list[str]) -> None:
     print(f"  partner ingress -> members -> matching -> match.found: {result['burst_rate']:8.0f} events/s")
     print(f"  ratio pipeline/raw loop: {result['burst_rate'] / raw:.2f}x")
     print(f"  at {rate}, publish to match.found: p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms")
+    labels = {
+        "members": "partner topic -> students topic (members)",
+        "matching": "students topic -> match.found (matching)",
+        "read": "match.found -> read by this benchmark",
+    }
+    for stage, (p50, p99) in result["stages"].items():
+        print(f"    {labels[stage]:45s} p50 {p50:5.0f} ms, p99 {p99:5.0f} ms")
     print(f"  emails (digests) delivered meanwhile: {mails}")
 
 

@@ -222,7 +222,6 @@ class LocalKafkaCluster:
                 "log.cleaner.dedupe.buffer.size=4194304",
                 # Two cores and three JVMs: give registration and elections time.
                 "initial.broker.registration.timeout.ms=180000",
-                "log.flush.interval.messages=1",
                 "",
             ]
         )

@@ -16,6 +16,8 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from techport_shared import sqlite_driver
+
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
@@ -74,7 +76,13 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # SQL parameters are personal data (names, addresses): never in an exception text or a log line.
     kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        database = make_url(url).database or ":memory:"
+
+        async def connect() -> Any:
+            # Each statement one trip to the connection's thread (see sqlite_driver).
+            return await sqlite_driver.connect(database, timeout=30, check_same_thread=False)
+
+        engine = create_async_engine(url, async_creator=connect, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from techport_shared.db import now
 from techport_shared.envelope import Origin
@@ -27,7 +28,14 @@ from techport_matching import domain
 from techport_matching.keeper import IndexKeeper
 from techport_matching.metrics import MATCHES_FOUND, PARTNERSHIPS, SCORING_SECONDS
 from techport_matching.settings import MatchingSettings
-from techport_matching.store import MatchingUnitOfWork, MatchRow, PartnershipRow, StudentRow, VacancyRow
+from techport_matching.store import (
+    MatchingUnitOfWork,
+    MatchRow,
+    PartnershipRow,
+    StudentRow,
+    VacancyRow,
+    match_values,
+)
 
 SOURCE = "/matching"
 
@@ -129,7 +137,7 @@ async def _write(
     rooms = await repo.lock_rooms(sorted({c.vacancy.vacancy_id for c in candidates}))
     alive = await repo.students(sorted({c.student.student_id for c in candidates}), lock=True)
     taken: dict[str, int] = {}
-    chosen: list[tuple[_Candidate, MatchFound, MatchRow]] = []
+    chosen: list[tuple[_Candidate, MatchFound, dict[str, Any]]] = []
     seen: set[tuple[str, str]] = set()
     for candidate in candidates:
         student, vacancy = candidate.student, candidate.vacancy
@@ -145,17 +153,17 @@ async def _write(
     inserted = await repo.insert_matches([row for _, _, row in chosen])
     made: dict[str, int] = {}
     pairs: dict[tuple[str, str], Origin] = {}
-    for candidate, match, row in chosen:
-        if row.match_id not in inserted:
+    for candidate, match, _row in chosen:
+        if match.match_id not in inserted:
             continue  # another decision made the pair the same moment
-        made[row.vacancy_id] = made.get(row.vacancy_id, 0) + 1
+        made[match.vacancy_id] = made.get(match.vacancy_id, 0) + 1
         uow.emit(
             MATCHES.name,
-            candidate.origin.event(ce_type("match.found"), SOURCE, dump(match), row.student_id),
+            candidate.origin.event(ce_type("match.found"), SOURCE, dump(match), match.student_id),
         )
         MATCHES_FOUND.labels(candidate.trigger).inc()
-        if row.school_id is not None:
-            pairs.setdefault((row.organisation_id, row.school_id), candidate.origin)
+        if match.school_id is not None:
+            pairs.setdefault((match.organisation_id, match.school_id), candidate.origin)
     await repo.add_rooms(made)
     filled = [v for v, count in made.items() if rooms[v] + count >= settings.top_k_per_vacancy]
     for vacancy_id in filled:
@@ -171,7 +179,7 @@ async def _write(
     return sum(made.values())
 
 
-def _match(student: StudentRow, vacancy: VacancyRow, key: bytes) -> tuple[MatchFound, MatchRow]:
+def _match(student: StudentRow, vacancy: VacancyRow, key: bytes) -> tuple[MatchFound, dict[str, Any]]:
     result = domain.assess(student.profile(), vacancy.profile())
     match = MatchFound(
         match_id=domain.match_id(student.student_id, vacancy.vacancy_id, key),
@@ -182,17 +190,7 @@ def _match(student: StudentRow, vacancy: VacancyRow, key: bytes) -> tuple[MatchF
         score=round(result.score, 6),
         reasons=domain.reasons(result),
     )
-    row = MatchRow(
-        match_id=match.match_id,
-        student_id=match.student_id,
-        vacancy_id=match.vacancy_id,
-        organisation_id=match.organisation_id,
-        school_id=match.school_id,
-        score=match.score,
-        reasons=dump(match.reasons),
-        status="open",
-        created_at=now(),
-    )
+    row = match_values(match)
     return match, row
 
 

@@ -21,7 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
-from techport_shared.db import HeldRows, json_field, utc_field
+from techport_shared.db import HeldRows, json_field, now, utc_field
+from techport_shared.events import MatchFound, dump
 from techport_shared.messaging import messaging_tables
 from techport_shared.uow import UnitOfWork
 
@@ -169,6 +170,22 @@ class PartnershipRow(MatchingTable, table=True):
     school_accepted: bool = False
     created_at: datetime = utc_field()
     formed_at: datetime | None = utc_field(nullable=True)
+
+
+def match_values(match: MatchFound, status: str = "open") -> dict[str, Any]:
+    """A match as a row of the matches table (a plain mapping: many are inserted at once)."""
+    return {
+        "match_id": match.match_id,
+        "student_id": match.student_id,
+        "vacancy_id": match.vacancy_id,
+        "organisation_id": match.organisation_id,
+        "school_id": match.school_id,
+        "score": match.score,
+        "reasons": dump(match.reasons),
+        "status": status,
+        "withdrawn_reason": None,
+        "created_at": now(),
+    }
 
 
 metadata = MatchingTable.metadata
@@ -348,22 +365,16 @@ class MatchingRepository:
                 statement, [{"vacancy": v, "count": n} for v, n in sorted(taken.items())]
             )
 
-    async def insert_matches(self, rows: list[MatchRow]) -> set[str]:
-        """Insert the matches in one statement; a pair that already has one (another decision made it the
-        same moment) is skipped by its unique key. Returns the ids of those inserted."""
+    async def insert_matches(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert the matches (`match_values`) in one statement; a pair that already has one (another decision
+        made it the same moment) is skipped by its unique key. Returns the ids of those inserted."""
         if not rows:
             return set()
         table: Any = MatchRow.__table__  # type: ignore[attr-defined]
         insert = postgresql.insert if self._postgres else sqlite.insert
-        inserted: set[str] = set()
-        for start in range(0, len(rows), 500):
-            values = [
-                {column.name: getattr(row, column.name) for column in table.columns}
-                for row in rows[start : start + 500]
-            ]
-            statement = insert(table).values(values).on_conflict_do_nothing().returning(table.c.match_id)
-            inserted.update(await self.session.scalars(statement))
-        return inserted
+        # Executed for all rows at once (SQLAlchemy's "insertmanyvalues"): one statement, compiled once.
+        statement = insert(table).on_conflict_do_nothing().returning(table.c.match_id)
+        return set(await self.session.scalars(statement, rows))
 
     async def give_room(self, vacancy_id: str, count: int) -> None:
         await self.session.execute(
