@@ -79,17 +79,18 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         database = make_url(url).database or ":memory:"
 
         async def connect() -> Any:
-            # Each statement one trip to the connection's thread (see sqlite_driver).
-            return await sqlite_driver.connect(database, timeout=30, check_same_thread=False)
+            # Statements on the event loop, locks waited for asynchronously (see sqlite_driver).
+            return sqlite_driver.connect(database)
 
         engine = create_async_engine(url, async_creator=connect, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets the outbox relay read while a handler writes; busy_timeout waits out short locks.
+            # WAL lets the outbox relay read while a handler writes. No busy_timeout: SQLite would wait for a
+            # lock on the event loop's thread; the driver waits asynchronously instead.
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA busy_timeout=0")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 

@@ -1,25 +1,34 @@
-"""aiosqlite with one trip to its thread per statement.
+"""SQLite for SQLAlchemy's asyncio engine, run on the event loop itself, waiting for locks asynchronously.
 
-aiosqlite runs each call on the connection's own thread, and SQLAlchemy's adapter makes four calls per
-statement (open a cursor, execute, fetch, close). Each trip hands the GIL over and wakes the event loop:
-about 0.15 ms of CPU, and, while the loop is busy with other tasks, up to the interpreter's switch interval
-(5 ms) of waiting. Measured here: a SELECT by primary key cost 0.6 ms of CPU (0.05 ms through SQLAlchemy
-without asyncio), and 40 ms of wall time while another task kept the loop busy; in this form, 0.25 ms and
-1.6 ms (`tests/shared/test_sqlite_driver.py` checks the behaviour).
+aiosqlite runs each call on a thread of its own, and SQLAlchemy's adapter makes four calls per statement (open
+a cursor, execute, fetch, close). Each trip hands the GIL over and wakes the event loop. Measured here: a
+SELECT by primary key cost 0.6 ms of CPU through aiosqlite against 0.05 ms through SQLAlchemy without
+asyncio, and 40 ms of wall time while another task kept the loop busy; a consumer batch of a few records
+waited 40-70 ms. Here: 0.07 ms, busy loop or not.
 
-Here a statement is one trip: the cursor is opened, executed, its rows fetched and closed on the thread, and
-what SQLAlchemy reads afterwards (rows, description, rowcount, lastrowid) is kept. SQLite still runs off the
-event loop, so a statement that waits for another connection's lock does not stop this process's tasks.
+A statement on a local SQLite file takes microseconds, so here it runs where it is called. The one thing that
+can make it wait is another connection's lock (a handler of this process that holds a write transaction
+across an `await`, or another process): SQLite's own busy handler would then block the whole event loop, and
+with it the very task that holds the lock. So the busy handler is off (`busy_timeout` 0) and a statement
+refused as busy is tried again after an asynchronous sleep, for up to `BUSY_TIMEOUT_S`.
+`tests/shared/test_sqlite_driver.py` shows both: what SQLAlchemy reads of a cursor, and a writer waiting for
+another's lock while the loop goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Iterable
-from functools import partial
-from typing import Any
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-import aiosqlite
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 30.0
+# Busy for a lock another connection holds (or while it recovers the WAL): worth waiting for. Not
+# SQLITE_BUSY_SNAPSHOT, which only a new transaction can get past.
+_WAIT_FOR = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_RECOVERY}
 
 
 class _Result:
@@ -32,25 +41,24 @@ class _Result:
         self.lastrowid = cursor.lastrowid
 
 
-def _run(connection: sqlite3.Connection, sql: str, parameters: Any, many: bool) -> _Result:
+def _statement(connection: sqlite3.Connection, sql: str, parameters: Any, many: bool) -> _Result:
     cursor = connection.cursor()
     try:
         if many:
             cursor.executemany(sql, parameters)
         else:
             cursor.execute(sql, parameters)
-        rows = cursor.fetchall() if cursor.description else []
-        return _Result(cursor, rows)
+        return _Result(cursor, cursor.fetchall() if cursor.description else [])
     finally:
         cursor.close()
 
 
 class StatementCursor:
-    """The part of aiosqlite's cursor that SQLAlchemy's adapter uses, a statement per trip."""
+    """The part of a DBAPI cursor that SQLAlchemy's asyncio adapter uses, in aiosqlite's async form."""
 
     arraysize = 1
 
-    def __init__(self, connection: OneTripConnection) -> None:
+    def __init__(self, connection: InlineConnection) -> None:
         self._connection = connection
         self._result: _Result | None = None
         self._position = 0
@@ -62,13 +70,16 @@ class StatementCursor:
         await self.close()
 
     async def execute(self, sql: str, parameters: Any = None) -> StatementCursor:
-        run = partial(_run, self._connection._conn, sql, () if parameters is None else parameters, False)
-        self._result, self._position = await self._connection._execute(run), 0
+        connection = self._connection._conn
+        arguments = () if parameters is None else parameters
+        self._result = await self._connection.run(lambda: _statement(connection, sql, arguments, False))
+        self._position = 0
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> StatementCursor:
-        run = partial(_run, self._connection._conn, sql, parameters, True)
-        self._result, self._position = await self._connection._execute(run), 0
+        connection, rows = self._connection._conn, list(parameters)
+        self._result = await self._connection.run(lambda: _statement(connection, sql, rows, True))
+        self._position = 0
         return self
 
     def _rows(self, count: int | None) -> list[Any]:
@@ -107,11 +118,6 @@ class StatementCursor:
         return self._result.lastrowid if self._result is not None else None
 
 
-class OneTripConnection(aiosqlite.Connection):
-    def cursor(self) -> Any:  # SQLAlchemy awaits what this returns, or enters it: both are the cursor
-        return _Ready(StatementCursor(self))
-
-
 class _Ready:
     """`await connection.cursor()` and `async with connection.cursor()`, as aiosqlite allows both."""
 
@@ -121,7 +127,7 @@ class _Ready:
         self._cursor = cursor
 
     def __await__(self) -> Any:
-        if False:  # pragma: no cover - makes this a generator without a trip
+        if False:  # pragma: no cover - a generator that returns at once
             yield
         return self._cursor
 
@@ -132,6 +138,72 @@ class _Ready:
         await self._cursor.close()
 
 
-def connect(database: str, **kwargs: Any) -> OneTripConnection:
-    """What `aiosqlite.connect` does, with this module's connection class."""
-    return OneTripConnection(partial(sqlite3.connect, database, **kwargs), iter_chunk_size=64)
+class _RunNow:
+    """aiosqlite's queue to its thread, which SQLAlchemy's adapter uses directly to set the isolation level:
+    here the function runs at once and the future gets its outcome."""
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any], Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            future.set_result(function())
+        except Exception as exc:
+            future.set_exception(exc)
+
+
+class InlineConnection:
+    """The part of `aiosqlite.Connection` that SQLAlchemy's aiosqlite dialect uses."""
+
+    def __init__(self, connection: sqlite3.Connection, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        self._connection: sqlite3.Connection | None = connection
+        self._busy_timeout_s = busy_timeout_s
+        self._tx = _RunNow()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise ValueError("no active connection")
+        return self._connection
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    async def run(self, function: Callable[[], T]) -> T:
+        """`function` now; while SQLite answers that another connection holds the lock, again a bit later."""
+        deadline, delay = time.monotonic() + self._busy_timeout_s, 0.001
+        while True:
+            try:
+                return function()
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode not in _WAIT_FOR or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def cursor(self) -> Any:
+        return _Ready(StatementCursor(self))
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        self._conn.create_function(*args, **kwargs)
+
+    async def commit(self) -> None:
+        connection = self._conn
+        await self.run(connection.commit)
+
+    async def rollback(self) -> None:
+        connection = self._conn
+        await self.run(connection.rollback)
+
+    async def close(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def connect(database: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S, **kwargs: Any) -> InlineConnection:
+    """An open connection; SQLite's own waiting for locks off (see the module's note)."""
+    connection = sqlite3.connect(database, timeout=0, check_same_thread=False, **kwargs)
+    return InlineConnection(connection, busy_timeout_s)

@@ -1,6 +1,6 @@
-"""Faults that need a platform of their own: the database fault on PostgreSQL, two notifications replicas on
-PostgreSQL, and the loss of one broker of three. A module of their own, so that the suite's workers run them
-beside the faults on the shared platform (tests/faults/test_faults.py)."""
+"""Faults that need a platform of their own on PostgreSQL: the database away, two notifications replicas. A
+module of their own, so that the suite's workers run them beside the faults on the shared platform
+(tests/faults/test_faults.py) and the loss of a broker (tests/faults/test_faults_brokers.py)."""
 
 from __future__ import annotations
 
@@ -25,16 +25,6 @@ async def test_3_database_unavailable_for_20_s(tmp_path: Path) -> None:
 
     async with running_platform(tmp_path / "pg", database="postgresql") as platform:
         await under_load(platform, "database-down", database_away)
-
-
-async def test_8_one_of_three_brokers_killed_under_load_and_brought_back(tmp_path: Path) -> None:
-    async def kill_a_broker(platform: Platform) -> None:
-        await asyncio.to_thread(platform.kafka.stop_node, 1, True)
-        await asyncio.sleep(10.0)
-        await asyncio.to_thread(platform.kafka.start_node, 1)
-
-    async with running_platform(tmp_path / "three", brokers=3) as platform:
-        await under_load(platform, "broker-killed", kill_a_broker, 16.0)
 
 
 @pytest.mark.postgres
