@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import tempfile
@@ -21,9 +20,8 @@ from techport_shared.identity import IDENTITY_HEADER, OPERATOR, issue_token
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
 
-from benchmarks.processes import spawn, wait_ready
+from benchmarks.processes import SECRET, service_env, spawn, wait_ready
 
-SECRET = "bench-identity-secret-0123456789abcdef"
 OPERATOR_KEY = "op_bench_0123456789abcdef0123456789"
 
 
@@ -79,10 +77,8 @@ def main(argv: list[str]) -> None:
         # The topic catalog, as on any platform: members reads its topics from the start.
         asyncio.run(ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap)))
         members_port, gateway_port = free_port(), free_port()
-        env = dict(
-            os.environ,
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            TECHPORT_IDENTITY_SECRET=SECRET,
+        env = service_env(
+            bootstrap,
             TECHPORT_OPERATOR_KEY=OPERATOR_KEY,
             MEMBERS_DATABASE_URL=f"sqlite:///{work}/members.db",
             GATEWAY_DATABASE_URL=f"sqlite:///{work}/gateway.db",

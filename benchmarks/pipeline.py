@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -33,9 +32,8 @@ from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
 from techport_shared.topics import MATCHES, STUDENTS, TopicSpec, partner_topics
 
-from benchmarks.processes import produce, serve, wait_ready
+from benchmarks.processes import SECRET, produce, serve, service_env, wait_ready
 
-SECRET = "bench-identity-secret-0123456789abcdef"
 SCHOOL, COMPANY = "bench-college", "bench-company"
 POSTCODES = ("1972 AB", "1951 AA", "1971 BX", "1991 AB", "1941 AA")
 
@@ -265,10 +263,8 @@ def main(argv: list[str]) -> None:
     ):
         asyncio.run(ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap)))
         ports = {name: free_port() for name in ("members", "matching", "notifications")}
-        env = dict(
-            os.environ,
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            TECHPORT_IDENTITY_SECRET=SECRET,
+        env = service_env(
+            bootstrap,
             MEMBERS_URL=f"http://127.0.0.1:{ports['members']}",
             SMTP_HOST=sink.host,
             SMTP_PORT=str(sink.port),

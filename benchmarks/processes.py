@@ -3,6 +3,7 @@ producing records to a topic."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -11,6 +12,14 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
+
+# The identity secret the benchmarks' services share (and sign their own operator tokens with).
+SECRET = "bench-identity-secret-0123456789abcdef"
+
+
+def service_env(bootstrap: str, **settings: str) -> dict[str, str]:
+    """The environment of a benchmark's service processes: this one's, the broker, the secret, `settings`."""
+    return dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, TECHPORT_IDENTITY_SECRET=SECRET, **settings)
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

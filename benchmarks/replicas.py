@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,9 +24,7 @@ from techport_shared.skills import vocabulary
 from techport_shared.topics import STUDENTS, VACANCIES
 
 from benchmarks.pipeline import POSTCODES, MatchWatcher
-from benchmarks.processes import send, serve, wait_ready
-
-SECRET = "bench-identity-secret-0123456789abcdef"
+from benchmarks.processes import send, serve, service_env, wait_ready
 
 
 def _records(tag: str, students: int, vacancies: int) -> tuple[list[Any], list[Any], list[str]]:
@@ -86,10 +83,8 @@ def _records(tag: str, students: int, vacancies: int) -> tuple[list[Any], list[A
 
 async def _run(bootstrap: str, url: str, replicas: int, students: int, work: Path) -> float:
     tag = uuid.uuid4().hex[:6]
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        TECHPORT_IDENTITY_SECRET=SECRET,
+    env = service_env(
+        bootstrap,
         MATCHING_DATABASE_URL=url,
         MATCHING_CONSUMER_GROUP=f"bench-matching-{tag}",
         CONSUMER_AUTO_OFFSET_RESET="latest",

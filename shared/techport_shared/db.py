@@ -86,11 +86,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets the outbox relay read while a handler writes. No busy_timeout: SQLite would wait for a
-            # lock on the event loop's thread; the driver waits asynchronously instead.
+            # WAL lets the outbox relay read while a handler writes. (Waiting for locks is the driver's.)
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=0")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
@@ -153,9 +151,7 @@ class HeldRows:
 
     async def delete(self, row: Any) -> None:
         await self.session.delete(row)
-        key = _key_of(row)
-        self._held.pop((type(row), key), None)
-        self._absent.add((type(row), key))
+        self.deleted(type(row), _key_of(row))
 
     def deleted(self, model: type[Any], key: Any) -> None:
         """A row deleted by a statement rather than `delete`."""

@@ -36,6 +36,7 @@ from techport_shared.limits import (
 from techport_shared.postcodes import POSTCODE_PATTERN, normalise_postcode
 
 TYPE_PREFIX = "nl.techport."
+STUDENT_TYPES = f"{TYPE_PREFIX}student."  # what every student event's type starts with
 
 EntityId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 Level = Literal[
@@ -148,23 +149,33 @@ class OrganisationUpdated(OrganisationData):
     pass
 
 
-class StudentData(_Data):
+class _StudentProfile(_Data):
+    """What a student event says that is not personal: in the clear on every topic."""
+
     student_id: EntityId
     school_id: EntityId | None
-    given_name: Text
-    family_name: Text
-    email: EmailStr
     level: Level
     programme: Text
     crebo: Crebo | None = None
     skills: list[SkillText] = Field(default_factory=list, max_length=200)
     seeking: list[Seeking] = Field(min_length=1, max_length=4)
-    postcode: Postcode
-    location: Location | None = None
     max_distance_km: float = Field(default=25, gt=0, le=500)
     available_from: date | None = None
     preferred_language: Language = "nl"
     consent: Consent
+
+
+class StudentData(_StudentProfile):
+    given_name: Text
+    family_name: Text
+    email: EmailStr
+    postcode: Postcode
+    location: Location | None = None
+
+
+# The fields sealed under the student's key on the platform's own topics (sealing.py): what `StudentData`
+# adds to the profile.
+PERSONAL_FIELDS = tuple(name for name in StudentData.model_fields if name not in _StudentProfile.model_fields)
 
 
 class StudentRegistered(StudentData):
@@ -185,22 +196,11 @@ class SealedFields(BaseModel):
     ct: Annotated[str, Field(max_length=8192)]
 
 
-class SealedStudent(_Data):
+class SealedStudent(_StudentProfile):
     """`student.registered` / `student.updated` as members publishes them on `techport.students.v1`: the
     personal fields (given_name, family_name, email, postcode, location) are in `sealed`; erasure destroys
     the key, and every copy becomes unreadable."""
 
-    student_id: EntityId
-    school_id: EntityId | None
-    level: Level
-    programme: Text
-    crebo: Crebo | None = None
-    skills: list[SkillText] = Field(default_factory=list, max_length=200)
-    seeking: list[Seeking] = Field(min_length=1, max_length=4)
-    max_distance_km: float = Field(default=25, gt=0, le=500)
-    available_from: date | None = None
-    preferred_language: Language = "nl"
-    consent: Consent
     sealed: SealedFields
 
 

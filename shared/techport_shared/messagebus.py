@@ -106,6 +106,16 @@ Reject = Callable[[Any, Envelope, list[Problem], Context], None]
 Preload = Callable[[Any, list[Envelope]], Awaitable[None]]
 
 
+def ids_in(events: list[Envelope], *names: str) -> dict[str, set[str]]:
+    """For each of `names`, the ids the events' data give under it (what a preload reads ahead)."""
+    ids: dict[str, set[str]] = {name: set() for name in names}
+    for event in events:
+        for name, found in ids.items():
+            if isinstance(value := event.data.get(name), str):
+                found.add(value)
+    return ids
+
+
 class EventDispatcher:
     """A consumer's record handler: reads each record's CloudEvent, validates its data with the contract's
     model, marks (consumer, ce_source, ce_id) as processed and runs the handler of its type from the bus.
@@ -287,4 +297,4 @@ class EventDispatcher:
 
 _NO_RECORD = ConsumedRecord("http", 0, 0, None, None, ())
 
-__all__ = ["Context", "DuplicateMessage", "EventDispatcher", "MessageBus", "Outcome", "inject"]
+__all__ = ["Context", "DuplicateMessage", "EventDispatcher", "MessageBus", "Outcome", "ids_in", "inject"]

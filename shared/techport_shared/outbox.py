@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -147,7 +147,7 @@ class OutboxRelay:
                     .limit(self._settings.batch_size)
                 )
             ).all()
-            outcome = await self._send(list(ready))
+            outcome = await self._send(ready)
             # Recorded after the sends: on SQLite the first write takes the database's write lock.
             await self._record(session, outcome)
             await session.commit()
@@ -160,7 +160,7 @@ class OutboxRelay:
         full = len(ready) == self._settings.batch_size
         return len(outcome.published), bool(outcome.parked) or (full and bool(outcome.published))
 
-    async def _send(self, rows: list[Any]) -> _Pass:
+    async def _send(self, rows: Sequence[Any]) -> _Pass:
         """Each key's rows in order, one after another; the keys concurrently."""
         by_key: dict[tuple[str, str | None], list[Any]] = {}
         for row in rows:

@@ -21,11 +21,11 @@ import httpx
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from techport_shared.events import PERSONAL_FIELDS
 from techport_shared.identity import IDENTITY_HEADER, issue_token, service_identity
 from techport_shared.logging import get_logger
 
 log = get_logger(__name__)
-PERSONAL_FIELDS = ("given_name", "family_name", "email", "postcode", "location")
 SEALED = "sealed"
 _VERSION = 1
 

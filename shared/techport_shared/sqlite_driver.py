@@ -118,26 +118,6 @@ class StatementCursor:
         return self._result.lastrowid if self._result is not None else None
 
 
-class _Ready:
-    """`await connection.cursor()` and `async with connection.cursor()`, as aiosqlite allows both."""
-
-    __slots__ = ("_cursor",)
-
-    def __init__(self, cursor: StatementCursor) -> None:
-        self._cursor = cursor
-
-    def __await__(self) -> Any:
-        if False:  # pragma: no cover - a generator that returns at once
-            yield
-        return self._cursor
-
-    async def __aenter__(self) -> StatementCursor:
-        return self._cursor
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self._cursor.close()
-
-
 class _RunNow:
     """aiosqlite's queue to its thread, which SQLAlchemy's adapter uses directly to set the isolation level:
     here the function runs at once and the future gets its outcome."""
@@ -180,8 +160,9 @@ class InlineConnection:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def cursor(self) -> Any:
-        return _Ready(StatementCursor(self))
+    def cursor(self) -> StatementCursor:
+        # SQLAlchemy enters what this returns (`async with`); nothing awaits it.
+        return StatementCursor(self)
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self._conn.create_function(*args, **kwargs)

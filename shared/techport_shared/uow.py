@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self, TypeVar
 
 from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from techport_shared.db import HeldRows, SessionFactory
 from techport_shared.envelope import Envelope, to_binary
 from techport_shared.messaging import MessagingTables
+
+
+class Forgets(Protocol):
+    def forget(self) -> None:
+        """Drop what was kept about the transaction that rolled back."""
+
+
+F = TypeVar("F", bound=Forgets)
 
 
 class DuplicateMessage(Exception):
@@ -44,9 +52,10 @@ class UnitOfWork:
         self._after_commit: list[Callable[[], None]] = []
         self._on_rollback: list[Callable[[], None]] = []
         self._batch = False
-        self._asked_processed: set[tuple[str, str, str]] | None = None
-        self._known_processed: set[tuple[str, str, str]] = set()
-        self._rows: list[HeldRows] = []
+        # The batch's processed marks read ahead: key -> handled before.
+        self._read_ahead: dict[tuple[str, str, str], bool] = {}
+        # What repositories hold for the transaction (read rows, caches): forgotten when it rolls back.
+        self._held_state: list[Forgets] = []
         self.committed = False
 
     # --- what subclasses give handlers ----------------------------------------------------------------------
@@ -55,9 +64,12 @@ class UnitOfWork:
 
     def _held(self, session: AsyncSession) -> HeldRows:
         """The held rows of this transaction, for a repository: forgotten when it rolls back."""
-        rows = HeldRows(session)
-        self._rows.append(rows)
-        return rows
+        return self._forgotten_on_rollback(HeldRows(session))
+
+    def _forgotten_on_rollback(self, state: F) -> F:
+        """A repository's own state about this transaction (a cache of what it read), forgotten with it."""
+        self._held_state.append(state)
+        return state
 
     @property
     def _db(self) -> AsyncSession:
@@ -68,7 +80,7 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self._pending, self._claimed, self._after_commit, self._on_rollback = [], [], [], []
-        self._asked_processed, self._known_processed, self._rows = None, set(), []
+        self._read_ahead, self._held_state = {}, []
         self.committed = False
         self._open(self._session)
         return self
@@ -118,10 +130,10 @@ class UnitOfWork:
         key = (consumer, source, event_id)
         if key in self._claimed:
             return False
-        if self._asked_processed is not None and key in self._asked_processed:
-            if key in self._known_processed:
-                return False
-        elif await self.processed(*key):  # not read ahead (an unreadable record's place)
+        handled = self._read_ahead.get(key)
+        if handled is None:  # not read ahead (an unreadable record's place, or no batch)
+            handled = await self.processed(*key)
+        if handled:
             return False
         self._claimed.append(key)
         if self._batch:
@@ -145,7 +157,7 @@ class UnitOfWork:
         """Which of a batch's events were handled before, in one query; `claim` then asks nothing more (a
         concurrent mark still fails the batch's commit, as without it)."""
         table = self._tables.processed
-        found: set[tuple[str, str, str]] = set()
+        self._read_ahead = dict.fromkeys(keys, False)
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             rows = await self._db.execute(
@@ -153,8 +165,7 @@ class UnitOfWork:
                     tuple_(table.c.consumer, table.c.ce_source, table.c.ce_id).in_(chunk)
                 )
             )
-            found.update((r[0], r[1], r[2]) for r in rows)
-        self._asked_processed, self._known_processed = set(keys), found
+            self._read_ahead.update(((r[0], r[1], r[2]), True) for r in rows)
 
     async def processed(self, consumer: str, source: str, event_id: str) -> bool:
         table = self._tables.processed
@@ -218,7 +229,7 @@ class UnitOfWork:
                 raise DuplicateMessage() from None
             raise
         self.committed = True
-        self._asked_processed, self._known_processed = None, set()
+        self._read_ahead = {}
         had_events = bool(self._pending)
         self._pending, self._claimed, self._on_rollback = [], [], []
         if had_events and self._on_commit is not None:
@@ -231,9 +242,9 @@ class UnitOfWork:
         """Undo the transaction: its writes, its queued events, the actions waiting for its commit."""
         await self._db.rollback()
         self._pending, self._claimed, self._after_commit = [], [], []
-        self._asked_processed, self._known_processed = None, set()
-        for rows in self._rows:
-            rows.forget()
+        self._read_ahead = {}
+        for state in self._held_state:
+            state.forget()
         undo, self._on_rollback = self._on_rollback, []
         for action in reversed(undo):
             action()

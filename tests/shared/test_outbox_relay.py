@@ -4,8 +4,11 @@ service write while it waits for the broker; replicas' relays on one database pu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from techport_dev.kafka import LocalKafkaCluster
@@ -16,6 +19,30 @@ from techport_shared.settings import KafkaSettings, OutboxSettings
 
 from tests.kafka_helpers import fresh_topic, read_topic
 from tests.shared.kit import open_database
+
+
+@contextlib.asynccontextmanager
+async def relaying(
+    db: Any, kafka: KafkaSettings, name: str, outbox: OutboxSettings, replicas: int = 1
+) -> AsyncIterator[list[OutboxRelay]]:
+    """Relays on `db` (one per replica, each with a broker client of its own), running until the block ends;
+    then stopped, and the database closed."""
+    brokers = [create_broker(kafka, f"{name}-{n}") for n in range(replicas)]
+    for broker in brokers:
+        await broker.start()
+    relays = [OutboxRelay("kit", db.sessions, db.tables, BrokerPublisher(b), outbox) for b in brokers]
+    running = [asyncio.create_task(relay.run()) for relay in relays]
+    try:
+        yield relays
+    finally:
+        for relay in relays:
+            relay.stop()
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        for broker in brokers:
+            await broker.stop()
+        await db.close()
 
 
 @pytest.fixture
@@ -33,13 +60,7 @@ async def test_an_event_committed_while_the_broker_is_down_is_published_once_whe
     settings = KafkaSettings(kafka_bootstrap_servers=own_kafka.bootstrap_servers)
     topic = await fresh_topic(settings, "test.outbox", partitions=1)
     db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
-    broker = create_broker(settings, "relay-test")
-    await broker.start()
-    relay = OutboxRelay(
-        "kit", db.sessions, db.tables, BrokerPublisher(broker), OutboxSettings(poll_interval_s=0.2)
-    )
-    running = asyncio.create_task(relay.run())
-    try:
+    async with relaying(db, settings, "relay-test", OutboxSettings(poll_interval_s=0.2)) as [relay]:
         before = Envelope(type="t.before", source="/kit", subject="k", data={"n": 0})
         async with db.uow(on_commit=relay.wake) as uow:
             uow.emit(topic, before)
@@ -74,12 +95,6 @@ async def test_an_event_committed_while_the_broker_is_down_is_published_once_whe
         read = [from_record(r.key, r.value, r.headers) for r in records]
         assert [e.id for e in read] == [before.id] + [e.id for e in events]  # once each, in order
         assert await relay.backlog() == 0
-    finally:
-        relay.stop()
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await broker.stop()
-        await db.close()
 
 
 async def test_the_relays_of_two_replicas_on_one_database_publish_each_event_once_in_order(
@@ -87,15 +102,8 @@ async def test_the_relays_of_two_replicas_on_one_database_publish_each_event_onc
 ) -> None:
     topic = await fresh_topic(kafka_topics, "test.outbox-pair", partitions=1)
     db = await open_database(db_url)
-    brokers = [create_broker(kafka_topics, f"relay-pair-{n}") for n in range(2)]
-    relays = [
-        OutboxRelay("kit", db.sessions, db.tables, BrokerPublisher(b), OutboxSettings(poll_interval_s=0.05))
-        for b in brokers
-    ]
-    for broker in brokers:
-        await broker.start()
-    running = [asyncio.create_task(relay.run()) for relay in relays]
-    try:
+    outbox = OutboxSettings(poll_interval_s=0.05)
+    async with relaying(db, kafka_topics, "relay-pair", outbox, replicas=2) as relays:
         events = [Envelope(type="t.pair", source="/kit", subject="k", data={"n": n}) for n in range(60)]
         for chunk in range(0, len(events), 5):
             async with db.uow(on_commit=relays[chunk % 2].wake) as uow:
@@ -108,15 +116,6 @@ async def test_the_relays_of_two_replicas_on_one_database_publish_each_event_onc
         )
         assert [from_record(r.key, r.value, r.headers).id for r in records] == [e.id for e in events]
         assert await relays[0].backlog() == 0
-    finally:
-        for relay in relays:
-            relay.stop()
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-        for broker in brokers:
-            await broker.stop()
-        await db.close()
 
 
 async def test_an_event_the_broker_refuses_for_good_is_parked_and_only_its_key_waits(
@@ -128,17 +127,8 @@ async def test_an_event_the_broker_refuses_for_good_is_parked_and_only_its_key_w
 
     topic = await fresh_topic(kafka_topics, "test.outbox-parked", partitions=1)
     db = await open_database(db_url)
-    broker = create_broker(kafka_topics, "relay-parked")
-    await broker.start()
-    relay = OutboxRelay(
-        "kit",
-        db.sessions,
-        db.tables,
-        BrokerPublisher(broker),
-        OutboxSettings(poll_interval_s=0.05, max_record_bytes=200_000),
-    )
-    running = asyncio.create_task(relay.run())
-    try:
+    outbox = OutboxSettings(poll_interval_s=0.05, max_record_bytes=200_000)
+    async with relaying(db, kafka_topics, "relay-parked", outbox) as [relay]:
         huge = Envelope(type="t.huge", source="/kit", subject="wedged", data={"extra": "é" * 400_000})
         after_same_key = Envelope(type="t.after", source="/kit", subject="wedged", data={"n": 1})
         others = [Envelope(type="t.other", source="/kit", subject=f"k{n}", data={"n": n}) for n in range(5)]
@@ -164,9 +154,3 @@ async def test_an_event_the_broker_refuses_for_good_is_parked_and_only_its_key_w
         )
         assert [from_record(r.key, r.value, r.headers).id for r in records][-1] == after_same_key.id
         assert await relay.backlog() == 0
-    finally:
-        relay.stop()
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await broker.stop()
-        await db.close()

@@ -108,8 +108,10 @@ def match(method: str, path: str, raw_path: bytes) -> Match:
     lowered = raw_path.lower()
     if b"%2f" in lowered or b"%5c" in lowered or "\\" in path:
         raise NoRoute(404, "no such path")
-    segments = path.strip("/").split("/") if path.strip("/") else []
-    if any(part in ("", ".", "..") for part in segments) or "//" in path:
+    if path.startswith("/") or "//" in path:  # an empty segment (`/api/v1//x`, `a//b`)
+        raise NoRoute(404, "no such path")
+    segments = path.rstrip("/").split("/") if path.rstrip("/") else []
+    if any(part in (".", "..") for part in segments):
         raise NoRoute(404, "no such path")
     known_path = False
     for route in ROUTES:

@@ -88,25 +88,26 @@ async def _score(
 ) -> list[_Candidate]:
     repo, index = uow.matching, keeper.index
     found: list[tuple[StudentRow, str, str]] = []  # (student, vacancy id, trigger)
-    paired = await repo.paired_with_students([s.student_id for s in students]) if students else {}
+    students_paired = await repo.paired_with("student", [s.student_id for s in students])
     for student in students:
         profile = student.profile()
         if not profile.consent_matching:
             continue
         started = time.perf_counter()
         best = index.match_student(
-            profile, settings.min_score, settings.top_k_per_student, paired.get(student.student_id, set())
+            profile, settings.min_score, settings.top_k_per_student, students_paired[student.student_id]
         )
         SCORING_SECONDS.labels("student").observe(time.perf_counter() - started)
         found += [(student, vacancy_id, "student") for vacancy_id, _ in best]
     by_vacancy: list[tuple[VacancyRow, list[str]]] = []
+    vacancies_paired = await repo.paired_with("vacancy", [v.vacancy_id for v in vacancies])
     for vacancy in vacancies:
         room = settings.top_k_per_vacancy - vacancy.open_matches
         if vacancy.status != "open" or room <= 0:
             continue
         started = time.perf_counter()
         best = index.match_vacancy(
-            vacancy.profile(), settings.min_score, room, await repo.paired(vacancy_id=vacancy.vacancy_id)
+            vacancy.profile(), settings.min_score, room, vacancies_paired[vacancy.vacancy_id]
         )
         SCORING_SECONDS.labels("vacancy").observe(time.perf_counter() - started)
         by_vacancy.append((vacancy, [student_id for student_id, _ in best]))

@@ -29,7 +29,7 @@ from techport_shared.events import (
     VacancyUpdated,
     ce_type,
 )
-from techport_shared.messagebus import Context
+from techport_shared.messagebus import Context, ids_in
 from techport_shared.topics import MATCHES
 from techport_shared.topics import PARTNERSHIPS as PARTNERSHIPS_TOPIC
 
@@ -50,11 +50,7 @@ from techport_matching.store import (
 
 async def preload(uow: MatchingUnitOfWork, events: list[Envelope]) -> None:
     """Read what a batch of members' events will ask for, before its handlers run."""
-    ids: dict[str, set[str]] = {name: set() for name in ("student_id", "vacancy_id", "organisation_id")}
-    for event in events:
-        for name, found in ids.items():
-            if isinstance(value := event.data.get(name), str):
-                found.add(value)
+    ids = ids_in(events, "student_id", "vacancy_id", "organisation_id")
     await uow.matching.preload(ids["student_id"], ids["vacancy_id"], ids["organisation_id"])
 
 

@@ -172,8 +172,8 @@ class PartnershipRow(MatchingTable, table=True):
     formed_at: datetime | None = utc_field(nullable=True)
 
 
-def match_values(match: MatchFound, status: str = "open") -> dict[str, Any]:
-    """A match as a row of the matches table (a plain mapping: many are inserted at once)."""
+def match_values(match: MatchFound) -> dict[str, Any]:
+    """A new (open) match as a row of the matches table (a plain mapping: many are inserted at once)."""
     return {
         "match_id": match.match_id,
         "student_id": match.student_id,
@@ -182,7 +182,7 @@ def match_values(match: MatchFound, status: str = "open") -> dict[str, Any]:
         "school_id": match.school_id,
         "score": match.score,
         "reasons": dump(match.reasons),
-        "status": status,
+        "status": "open",
         "withdrawn_reason": None,
         "created_at": now(),
     }
@@ -311,29 +311,21 @@ class MatchingRepository:
                 await self.session.execute(statement, params)
 
     # --- matches --------------------------------------------------------------------------------------------
-    async def paired_with_students(self, student_ids: list[str]) -> dict[str, set[str]]:
-        """For each student, the vacancies it was ever matched to (open or withdrawn): never again."""
-        paired: dict[str, set[str]] = {student_id: set() for student_id in student_ids}
-        rows = await self.session.execute(
-            select(col(MatchRow.student_id), col(MatchRow.vacancy_id)).where(
-                col(MatchRow.student_id).in_(student_ids)
-            )
+    async def paired_with(self, side: str, ids: list[str]) -> dict[str, set[str]]:
+        """For each student (`side` "student") or vacancy ("vacancy") of `ids`, the other side of every pair
+        it was ever matched in (open or withdrawn): never matched again. One query for all of them."""
+        paired: dict[str, set[str]] = {key: set() for key in ids}
+        if not ids:
+            return paired
+        mine, other = (
+            (MatchRow.student_id, MatchRow.vacancy_id)
+            if side == "student"
+            else (MatchRow.vacancy_id, MatchRow.student_id)
         )
-        for student_id, vacancy_id in rows:
-            paired[student_id].add(vacancy_id)
+        rows = await self.session.execute(select(col(mine), col(other)).where(col(mine).in_(ids)))
+        for key, partner in rows:
+            paired[key].add(partner)
         return paired
-
-    async def paired(self, *, student_id: str | None = None, vacancy_id: str | None = None) -> set[str]:
-        """The other side of every pair already matched (open or withdrawn): never matched again."""
-        if student_id is not None:
-            rows = await self.session.scalars(
-                select(col(MatchRow.vacancy_id)).where(col(MatchRow.student_id) == student_id)
-            )
-        else:
-            rows = await self.session.scalars(
-                select(col(MatchRow.student_id)).where(col(MatchRow.vacancy_id) == vacancy_id)
-            )
-        return set(rows)
 
     async def lock_rooms(self, vacancy_ids: list[str]) -> dict[str, int]:
         """The open matches of these open vacancies, their rows locked until commit (PostgreSQL), always in

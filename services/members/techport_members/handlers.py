@@ -30,7 +30,7 @@ from techport_shared.events import (
 )
 from techport_shared.identity import Identity, organisation
 from techport_shared.logging import get_logger
-from techport_shared.messagebus import Context
+from techport_shared.messagebus import Context, ids_in
 from techport_shared.sealing import seal
 from techport_shared.topics import partner_of, partner_topics, topic_for_type
 
@@ -210,12 +210,7 @@ HANDLERS: dict[type, Callable[..., Awaitable[Any]]] = {
 # --- the partner ingress: who speaks, and what a refusal becomes --------------------------------------------
 async def preload(uow: MembersUnitOfWork, events: list[Envelope]) -> None:
     """Read what a batch of partner events will ask for, before its handlers run."""
-    names = ("student_id", "school_id", "organisation_id", "vacancy_id")
-    ids: dict[str, set[str]] = {name: set() for name in names}
-    for event in events:
-        for name, found in ids.items():
-            if isinstance(value := event.data.get(name), str):
-                found.add(value)
+    ids = ids_in(events, "student_id", "school_id", "organisation_id", "vacancy_id")
     organisations = ids["school_id"] | ids["organisation_id"]
     await uow.members.preload(ids["student_id"], organisations, ids["vacancy_id"])
 

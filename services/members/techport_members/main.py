@@ -11,6 +11,7 @@ from aiokafka import TopicPartition
 from faststream_fastapi import FastStreamAPI
 from techport_shared.consumer import ConsumedRecord
 from techport_shared.envelope import EnvelopeError, from_record
+from techport_shared.events import STUDENT_TYPES
 from techport_shared.kafka import delete_handled, ensure_partner_topics
 from techport_shared.limits import MAX_BATCH_BYTES
 from techport_shared.logging import get_logger
@@ -34,7 +35,6 @@ from techport_members.settings import MembersSettings
 from techport_members.store import MembersUnitOfWork, tables
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-STUDENT_TYPES = "nl.techport.student."
 log = get_logger(__name__)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
-from techport_shared.db import HeldRows, json_field, utc_field
+from techport_shared.db import HeldRows, aware, json_field, utc_field
 from techport_shared.messaging import messaging_tables
 from techport_shared.sealing import new_key
 from techport_shared.topics import STUDENTS
@@ -79,10 +79,6 @@ metadata = MembersTable.metadata
 tables = messaging_tables(metadata)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 class MembersRepository:
     def __init__(self, session: AsyncSession, rows: HeldRows) -> None:
         self.session = session
@@ -120,7 +116,7 @@ class MembersRepository:
             return StudentState(row.student_id, row.school_id, row.data)
         erased = await self.rows.get(ErasedStudentRow, student_id)
         if erased is not None:
-            return StudentState(student_id, erased.school_id, None, _aware(erased.erased_at))
+            return StudentState(student_id, erased.school_id, None, aware(erased.erased_at))
         return None
 
     async def save_student(self, data: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from techport_shared.db import erasure_stands, now
 from techport_shared.envelope import Envelope
 from techport_shared.events import (
     MAX_DIGEST_ITEMS,
+    STUDENT_TYPES,
     MatchFound,
     OrganisationRegistered,
     OrganisationUpdated,
@@ -158,9 +159,6 @@ async def on_vacancy(
     await uow.commit()
 
 
-STUDENT_TYPES = "nl.techport.student."
-
-
 async def preload(uow: NotificationsUnitOfWork, events: list[Envelope]) -> None:
     """Read what a batch of student and match events will ask for, before its handlers run."""
     matches = [e.data for e in events if e.type == ce_type("match.found")]
@@ -171,7 +169,6 @@ async def preload(uow: NotificationsUnitOfWork, events: list[Envelope]) -> None:
         for e in events
         if e.type.startswith(STUDENT_TYPES) and isinstance(student_id := e.data.get("student_id"), str)
     }
-    await uow.notifications.rows.load(RecipientRow, [(STUDENT, s) for s in told])
     students |= told
     recipients = {Recipient(STUDENT, s) for s in students} | {
         Recipient(VACANCY_CONTACT, m["vacancy_id"]) for m in matches if isinstance(m.get("vacancy_id"), str)

@@ -124,6 +124,13 @@ class NotificationsRepository:
         self._items: set[tuple[str, str, str]] = set()
         self._subjects: set[str] = set()  # subjects whose items are all in `_items`
 
+    def forget(self) -> None:
+        """The transaction rolled back: what it knew of digests may be undone."""
+        self._digests.clear()
+        self._counts.clear()
+        self._items.clear()
+        self._subjects.clear()
+
     async def get(self, model: type[Any], *key: Any) -> Any:
         return await self.rows.get(model, key if len(key) > 1 else key[0])
 
@@ -144,9 +151,11 @@ class NotificationsRepository:
     async def preload(
         self, students: set[str], recipients: set[Recipient], templates: set[str], subjects: set[str]
     ) -> None:
-        """A batch's reads in a few queries: erased students, the items already recorded for its subjects,
-        and its recipients' open digests with their item counts (locked, as `open_digest` locks one)."""
+        """A batch's reads in a few queries: erased students, its recipients, the items already recorded for
+        its subjects, and its recipients' open digests with their item counts (locked, as `open_digest` locks
+        one)."""
         await self.rows.load(ErasedRow, students)
+        await self.rows.load(RecipientRow, [(who.kind, who.id) for who in recipients])
         if subjects:
             found = await self.session.execute(
                 select(
@@ -364,4 +373,5 @@ class NotificationsUnitOfWork(UnitOfWork):
     notifications: NotificationsRepository
 
     def _open(self, session: AsyncSession) -> None:
-        self.notifications = NotificationsRepository(session, self._held(session))
+        repository = NotificationsRepository(session, self._held(session))
+        self.notifications = self._forgotten_on_rollback(repository)
