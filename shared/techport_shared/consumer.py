@@ -354,6 +354,32 @@ class ReliableConsumer:
                 with contextlib.suppress(Exception):
                     client.force_metadata_update()
 
+    # --- the fetchers ---------------------------------------------------------------------------------------
+    def revive_fetchers(self) -> int:
+        """Start again the fetch task of any consumer whose fetch task died; how many were.
+
+        aiokafka's fetcher is one background task. When the subscription changes while it waits (a pattern
+        subscription taking a newly registered partner's topic, right after another), it can fail an internal
+        assertion and end (aio-libs/aiokafka#796, open). Nothing is fetched from then on and nothing says so:
+        the consumer would sit idle for good. A restarted routine starts from the assignment it finds and
+        fetches from the positions consumed so far; aiokafka has no public call for it."""
+        revived = 0
+        for group, subscriber in self._subscribers:
+            fetcher = getattr(getattr(subscriber, "consumer", None), "_fetcher", None)
+            task = getattr(fetcher, "_fetch_task", None)
+            if fetcher is None or task is None or not task.done() or getattr(fetcher, "_closed", True):
+                continue
+            error = None if task.cancelled() else task.exception()
+            log.error("consumer fetcher stopped; starting it again", group=group, error=repr(error))
+            fetcher._fetch_task = asyncio.create_task(fetcher._fetch_requests_routine())
+            revived += 1
+        return revived
+
+    async def watch_fetchers(self, interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.revive_fetchers()
+
     # --- lag ------------------------------------------------------------------------------------------------
     async def record_lag(self) -> None:
         """Set `techport_consumer_lag` for every assigned partition: the log end offset minus the offset this

@@ -121,6 +121,7 @@ class ServiceRuntime:
             await start()
         self.background(self.relay.run, f"{self.name}-outbox-relay", stop=self.relay.stop)
         self.background(self.consumer.report_lag, f"{self.name}-consumer-lag")
+        self.background(self.consumer.watch_fetchers, f"{self.name}-consumer-fetchers")
         try:
             yield
         finally:

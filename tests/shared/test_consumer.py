@@ -145,3 +145,22 @@ async def _committed(bootstrap: str, group: str, topic: str) -> int | None:
         return await consumer.committed(TopicPartition(topic, 0))
     finally:
         await consumer.stop()
+
+
+async def test_a_consumer_whose_fetcher_died_is_revived_and_goes_on(kafka_topics, tmp_path: Path) -> None:
+    """aiokafka's fetch task can end on a subscription change (aio-libs/aiokafka#796); the consumer then
+    fetches nothing, silently. The runtime's watch starts it again, and the next record is handled."""
+    topic = await fresh_topic(kafka_topics, "test.fetcher", partitions=1)
+    db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
+    bootstrap = kafka_topics.kafka_bootstrap_servers
+    async with running_consumer(kafka_topics, topic, db, group="g-fetcher") as consumer:
+        await produce(bootstrap, topic, to_binary(erased_event("before")))
+        await wait_for_effects(db, ["before"])
+        assert consumer.revive_fetchers() == 0  # nothing to do while it fetches
+        fetcher = consumer._subscribers[0][1].consumer._fetcher
+        fetcher._fetch_task.cancel()  # as the failed assertion ends it
+        await asyncio.gather(fetcher._fetch_task, return_exceptions=True)
+        assert consumer.revive_fetchers() == 1
+        await produce(bootstrap, topic, to_binary(erased_event("after")))
+        await wait_for_effects(db, ["before", "after"])
+    await db.close()
