@@ -356,23 +356,31 @@ class ReliableConsumer:
 
     # --- the fetchers ---------------------------------------------------------------------------------------
     def revive_fetchers(self) -> int:
-        """Start again the fetch task of any consumer whose fetch task died; how many were.
+        """Start again any consumer's fetch or group-coordination task that died; how many were.
 
-        aiokafka's fetcher is one background task. When the subscription changes while it waits (a pattern
-        subscription taking a newly registered partner's topic, right after another), it can fail an internal
-        assertion and end (aio-libs/aiokafka#796, open). Nothing is fetched from then on and nothing says so:
-        the consumer would sit idle for good. A restarted routine starts from the assignment it finds and
-        fetches from the positions consumed so far; aiokafka has no public call for it."""
+        aiokafka runs each as one background task. When the subscription changes while they wait (a pattern
+        subscription taking a newly registered partner's topic right after another, or a broker lost), they
+        can fail an internal assertion and end (aio-libs/aiokafka#796, open). Nothing is fetched, or the group
+        is never rejoined, from then on: the consumer would sit idle for good. A restarted routine starts from
+        the subscription and assignment it finds, and fetches from the positions consumed so far; aiokafka
+        has no public call for it."""
         revived = 0
         for group, subscriber in self._subscribers:
-            fetcher = getattr(getattr(subscriber, "consumer", None), "_fetcher", None)
-            task = getattr(fetcher, "_fetch_task", None)
-            if fetcher is None or task is None or not task.done() or getattr(fetcher, "_closed", True):
-                continue
-            error = None if task.cancelled() else task.exception()
-            log.error("consumer fetcher stopped; starting it again", group=group, error=repr(error))
-            fetcher._fetch_task = asyncio.create_task(fetcher._fetch_requests_routine())
-            revived += 1
+            consumer = getattr(subscriber, "consumer", None)
+            for part, task_name, routine in (
+                ("_fetcher", "_fetch_task", "_fetch_requests_routine"),
+                ("_coordinator", "_coordination_task", "_coordination_routine"),
+            ):
+                owner = getattr(consumer, part, None)
+                task = getattr(owner, task_name, None)
+                if task is None or not task.done() or getattr(consumer, "_closed", True):
+                    continue
+                error = None if task.cancelled() else task.exception()
+                log.error(
+                    "consumer task stopped; starting it again", group=group, task=task_name, error=repr(error)
+                )
+                setattr(owner, task_name, asyncio.create_task(getattr(owner, routine)()))
+                revived += 1
         return revived
 
     async def watch_fetchers(self, interval_s: float = 1.0) -> None:

@@ -147,9 +147,12 @@ async def _committed(bootstrap: str, group: str, topic: str) -> int | None:
         await consumer.stop()
 
 
-async def test_a_consumer_whose_fetcher_died_is_revived_and_goes_on(kafka_topics, tmp_path: Path) -> None:
-    """aiokafka's fetch task can end on a subscription change (aio-libs/aiokafka#796); the consumer then
-    fetches nothing, silently. The runtime's watch starts it again, and the next record is handled."""
+async def test_a_consumer_whose_fetcher_and_coordinator_died_is_revived_and_goes_on(
+    kafka_topics, tmp_path: Path
+) -> None:
+    """aiokafka's fetch and coordination tasks can end on a subscription change (aio-libs/aiokafka#796); the
+    consumer then fetches nothing, silently. The runtime's watch starts them again; the next record is
+    handled."""
     topic = await fresh_topic(kafka_topics, "test.fetcher", partitions=1)
     db = await open_database(f"sqlite:///{tmp_path / 'kit.db'}")
     bootstrap = kafka_topics.kafka_bootstrap_servers
@@ -157,10 +160,12 @@ async def test_a_consumer_whose_fetcher_died_is_revived_and_goes_on(kafka_topics
         await produce(bootstrap, topic, to_binary(erased_event("before")))
         await wait_for_effects(db, ["before"])
         assert consumer.revive_fetchers() == 0  # nothing to do while it fetches
-        fetcher = consumer._subscribers[0][1].consumer._fetcher
-        fetcher._fetch_task.cancel()  # as the failed assertion ends it
-        await asyncio.gather(fetcher._fetch_task, return_exceptions=True)
-        assert consumer.revive_fetchers() == 1
+        kafka_consumer = consumer._subscribers[0][1].consumer
+        dead = [kafka_consumer._fetcher._fetch_task, kafka_consumer._coordinator._coordination_task]
+        for task in dead:
+            task.cancel()  # as the failed assertion ends it
+        await asyncio.gather(*dead, return_exceptions=True)
+        assert consumer.revive_fetchers() == 2
         await produce(bootstrap, topic, to_binary(erased_event("after")))
         await wait_for_effects(db, ["before", "after"])
     await db.close()
