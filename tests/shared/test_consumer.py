@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY
 from techport_shared.envelope import Envelope, KafkaRecord, to_binary
 from techport_shared.topics import DLQ
@@ -147,6 +148,10 @@ async def _committed(bootstrap: str, group: str, topic: str) -> int | None:
         await consumer.stop()
 
 
+async def _ends_as_in_796() -> None:
+    raise KafkaError("Unexpected error during data retrieval")
+
+
 async def test_a_consumer_whose_fetcher_and_coordinator_died_is_revived_and_goes_on(
     kafka_topics, tmp_path: Path
 ) -> None:
@@ -161,10 +166,18 @@ async def test_a_consumer_whose_fetcher_and_coordinator_died_is_revived_and_goes
         await wait_for_effects(db, ["before"])
         assert consumer.revive_fetchers() == 0  # nothing to do while it fetches
         kafka_consumer = consumer._subscribers[0][1].consumer
-        dead = [kafka_consumer._fetcher._fetch_task, kafka_consumer._coordinator._coordination_task]
-        for task in dead:
-            task.cancel()  # as the failed assertion ends it
-        await asyncio.gather(*dead, return_exceptions=True)
+        # Both end as #796 ends them: the failed assertion, wrapped by aiokafka in a KafkaError (which the
+        # consume loop's next poll meets, logs, and waits out). Swapped in before the loop can look.
+        ended, failed = [], []
+        for owner, name in (
+            (kafka_consumer._fetcher, "_fetch_task"),
+            (kafka_consumer._coordinator, "_coordination_task"),
+        ):
+            ended.append(getattr(owner, name))
+            failed.append(asyncio.create_task(_ends_as_in_796()))
+            setattr(owner, name, failed[-1])
+            ended[-1].cancel()
+        await asyncio.gather(*ended, *failed, return_exceptions=True)
         assert consumer.revive_fetchers() == 2
         await produce(bootstrap, topic, to_binary(erased_event("after")))
         await wait_for_effects(db, ["before", "after"])
