@@ -22,6 +22,17 @@ SKILLS = [f"skill.{i}" for i in range(12)]
 coordinate = st.one_of(st.none(), st.tuples(st.floats(52.2, 52.7), st.floats(4.4, 5.2)))
 
 
+# Strategies made once: hypothesis spends more on making and checking a strategy than on drawing from it.
+_LEVEL = st.sampled_from(LEVELS)
+_SEEKING = st.sets(st.sampled_from(KINDS), min_size=1)
+_SKILL_SET = st.sets(st.sampled_from(SKILLS), max_size=8)
+_REACH = st.sampled_from([5.0, 15.0, 25.0, 40.0, 80.0])
+_REQUIRED = st.lists(st.sampled_from(SKILLS), unique=True, max_size=6)
+_PREFERRED = st.lists(st.sampled_from(SKILLS), unique=True, max_size=3)
+_KIND = st.sampled_from(KINDS)
+_LEVELS = st.sets(st.sampled_from(LEVELS), max_size=3)
+
+
 @st.composite
 def students(draw, n: int) -> list[StudentProfile]:
     result = []
@@ -32,12 +43,12 @@ def students(draw, n: int) -> list[StudentProfile]:
                 # Ids of different lengths: "s10" sorts before "s2", as ties are ordered by id.
                 student_id=f"s{i}",
                 school_id=None,
-                level=draw(st.sampled_from(LEVELS)),
-                seeking=frozenset(draw(st.sets(st.sampled_from(KINDS), min_size=1))),
-                skills=frozenset(draw(st.sets(st.sampled_from(SKILLS), max_size=8))),
+                level=draw(_LEVEL),
+                seeking=frozenset(draw(_SEEKING)),
+                skills=frozenset(draw(_SKILL_SET)),
                 lat=None if location is None else location[0],
                 lon=None if location is None else location[1],
-                max_distance_km=draw(st.sampled_from([5.0, 15.0, 25.0, 40.0, 80.0])),
+                max_distance_km=draw(_REACH),
                 consent_matching=draw(st.booleans()),
             )
         )
@@ -49,18 +60,14 @@ def vacancies(draw, n: int) -> list[VacancyProfile]:
     result = []
     for i in range(n):
         location = draw(coordinate)
-        required = draw(st.lists(st.sampled_from(SKILLS), unique=True, max_size=6))
-        preferred = draw(
-            st.lists(
-                st.sampled_from([s for s in SKILLS if s not in required] or SKILLS), unique=True, max_size=3
-            )
-        )
+        required = draw(_REQUIRED)
+        preferred = [skill for skill in draw(_PREFERRED) if skill not in required]
         result.append(
             VacancyProfile(
                 vacancy_id=f"v{i}",
                 organisation_id="c",
-                kind=draw(st.sampled_from(KINDS)),
-                levels=frozenset(draw(st.sets(st.sampled_from(LEVELS), max_size=3))),
+                kind=draw(_KIND),
+                levels=frozenset(draw(_LEVELS)),
                 required=tuple(required),
                 preferred=tuple(preferred),
                 lat=None if location is None else location[0],
