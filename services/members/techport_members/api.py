@@ -12,13 +12,14 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from techport_shared.envelope import EnvelopeError, from_http
 from techport_shared.errors import Refused
 from techport_shared.events import (
     BrinCode,
     Consent,
     Crebo,
+    Email,
     EntityId,
     KvkNumber,
     Language,
@@ -73,7 +74,7 @@ class OrganisationIn(_Body):
     organisation_id: EntityId
     kind: OrganisationKind
     name: Text
-    email: EmailStr
+    email: Email
     postcode: Postcode
     city: Text
     location: Location | None = None
@@ -94,7 +95,7 @@ class StudentFields(_Body):
     school_id: EntityId | None
     given_name: Text
     family_name: Text
-    email: EmailStr
+    email: Email
     level: Level
     programme: Text
     crebo: Crebo | None = None
@@ -122,7 +123,7 @@ class StudentPatch(_Body):
     school_id: EntityId | None = None
     given_name: Text | None = None
     family_name: Text | None = None
-    email: EmailStr | None = None
+    email: Email | None = None
     level: Level | None = None
     programme: Text | None = None
     crebo: Crebo | None = None
@@ -151,7 +152,7 @@ class VacancyIn(_Body):
     hours_per_week: float | None = Field(default=None, gt=0, le=80)
     starts_on: date
     closes_on: date | None = None
-    contact_email: EmailStr
+    contact_email: Email
 
 
 class VacancyOut(VacancyIn):
