@@ -17,8 +17,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from techport_shared.db import SessionFactory
 from techport_shared.identity import (
     IDENTITY_HEADER,
@@ -78,9 +78,10 @@ class Gateway:
             "notifications": settings.notifications_url,
         }
         upstreams = Upstreams(urls, settings.upstream_timeout_s)
-        # A sliding window of two counters per key, in memory, synchronous: O(1) a request. (limits' asyncio
-        # moving window keeps every hit and hands its expiry to a thread; measured at a tenth of the gateway's
-        # time.) Limits are per gateway replica.
+        # A sliding window of two counters per key, in memory: O(1) a request. limits' asyncio storage: its
+        # synchronous one starts a timer thread every 10 ms to expire counters, and each start takes the GIL
+        # from the requests. (The moving window keeps every hit and expires them in a thread: measured at a
+        # tenth of the gateway's time.) Limits are per gateway replica.
         limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         return cls(settings, sessions, upstreams, limiter, parse_many(settings.rate_limit))
 
@@ -152,8 +153,8 @@ async def authenticate(request: Request, gw: Annotated[Gateway, Depends(gateway)
             )
         caller = Caller(organisation(known.organisation_id), parsed[0])
     for limit in gw.rate_limits:
-        if not gw.limiter.hit(limit, caller.key_id):
-            stats = gw.limiter.get_window_stats(limit, caller.key_id)
+        if not await gw.limiter.hit(limit, caller.key_id):
+            stats = await gw.limiter.get_window_stats(limit, caller.key_id)
             retry_after = max(1, math.ceil(stats.reset_time - time.time()))
             raise HTTPException(
                 429, detail=f"rate limit {limit} exceeded", headers={"Retry-After": str(retry_after)}
