@@ -172,7 +172,13 @@ class EventDispatcher:
             if self._preload is not None:
                 await self._preload(uow, [e for e, _ in events])
             with uow.batch():
-                outcomes = [await self._apply(uow, *item, keys=keys) for item in prepared]
+                outcomes = []
+                for item in prepared:
+                    outcomes.append(await self._apply(uow, *item, keys=keys))
+                    # SQLite statements run on the loop and never suspend: without this, a batch would hold
+                    # the loop from start to commit, and the HTTP requests waiting on it (other services'
+                    # key requests, probes) would wait for the whole batch.
+                    await asyncio.sleep(0)
             await uow.commit_batch()
         return outcomes
 
