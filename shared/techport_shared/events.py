@@ -14,6 +14,8 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
+from email_validator.rfc_constants import DOMAIN_MAX_LENGTH, EMAIL_MAX_LENGTH, LOCAL_PART_MAX_LENGTH
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -63,17 +65,20 @@ Crebo = Annotated[str, Field(pattern=r"^[0-9]{5}$")]  # an MBO programme's code
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PLAIN_EMAIL = re.compile(rf"({_ATOM}(?:\.{_ATOM})*)@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
-_SPECIAL_USE = ("arpa", "invalid", "local", "localhost", "onion", "test")  # email-validator refuses these
 
 
 def plain_email(value: str) -> str | None:
     """`value` normalised if it is a plain address email-validator accepts, else None (not known here)."""
     found = _PLAIN_EMAIL.fullmatch(value)
-    if found is None or len(value) > 254 or "--" in value:
+    if found is None or len(value) > EMAIL_MAX_LENGTH or "--" in value:
         return None
     local, domain = found.groups()
     domain = domain.lower()
-    if len(local) > 64 or len(domain) > 253 or domain.rsplit(".", 1)[-1] in _SPECIAL_USE:
+    if (
+        len(local) > LOCAL_PART_MAX_LENGTH
+        or len(domain) > DOMAIN_MAX_LENGTH
+        or domain.rsplit(".", 1)[-1] in SPECIAL_USE_DOMAIN_NAMES  # refused by email-validator
+    ):
         return None
     return f"{local}@{domain}"
 

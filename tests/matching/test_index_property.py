@@ -30,7 +30,7 @@ _REACH = st.sampled_from([5.0, 15.0, 25.0, 40.0, 80.0])
 _REQUIRED = st.lists(st.sampled_from(SKILLS), unique=True, max_size=6)
 _PREFERRED = st.lists(st.sampled_from(SKILLS), unique=True, max_size=3)
 _KIND = st.sampled_from(KINDS)
-_LEVELS = st.sets(st.sampled_from(LEVELS), max_size=3)
+_LEVELS_WANTED = st.sets(st.sampled_from(LEVELS), max_size=3)
 
 
 @st.composite
@@ -67,7 +67,7 @@ def vacancies(draw, n: int) -> list[VacancyProfile]:
                 vacancy_id=f"v{i}",
                 organisation_id="c",
                 kind=draw(_KIND),
-                levels=frozenset(draw(_LEVELS)),
+                levels=frozenset(draw(_LEVELS_WANTED)),
                 required=tuple(required),
                 preferred=tuple(preferred),
                 lat=None if location is None else location[0],

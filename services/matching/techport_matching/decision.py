@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from techport_shared.db import now
 from techport_shared.envelope import Origin
@@ -138,7 +137,7 @@ async def _write(
     rooms = await repo.lock_rooms(sorted({c.vacancy.vacancy_id for c in candidates}))
     alive = await repo.students(sorted({c.student.student_id for c in candidates}), lock=True)
     taken: dict[str, int] = {}
-    chosen: list[tuple[_Candidate, MatchFound, dict[str, Any]]] = []
+    chosen: list[tuple[_Candidate, MatchFound]] = []
     seen: set[tuple[str, str]] = set()
     for candidate in candidates:
         student, vacancy = candidate.student, candidate.vacancy
@@ -149,12 +148,11 @@ async def _write(
             continue
         seen.add(pair)
         taken[vacancy.vacancy_id] = taken.get(vacancy.vacancy_id, 0) + 1
-        match, row = _match(student, vacancy, key)
-        chosen.append((candidate, match, row))
-    inserted = await repo.insert_matches([row for _, _, row in chosen])
+        chosen.append((candidate, _match(student, vacancy, key)))
+    inserted = await repo.insert_matches([match_values(match) for _, match in chosen])
     made: dict[str, int] = {}
     pairs: dict[tuple[str, str], Origin] = {}
-    for candidate, match, _row in chosen:
+    for candidate, match in chosen:
         if match.match_id not in inserted:
             continue  # another decision made the pair the same moment
         made[match.vacancy_id] = made.get(match.vacancy_id, 0) + 1
@@ -180,9 +178,9 @@ async def _write(
     return sum(made.values())
 
 
-def _match(student: StudentRow, vacancy: VacancyRow, key: bytes) -> tuple[MatchFound, dict[str, Any]]:
+def _match(student: StudentRow, vacancy: VacancyRow, key: bytes) -> MatchFound:
     result = domain.assess(student.profile(), vacancy.profile())
-    match = MatchFound(
+    return MatchFound(
         match_id=domain.match_id(student.student_id, vacancy.vacancy_id, key),
         student_id=student.student_id,
         vacancy_id=vacancy.vacancy_id,
@@ -191,8 +189,6 @@ def _match(student: StudentRow, vacancy: VacancyRow, key: bytes) -> tuple[MatchF
         score=round(result.score, 6),
         reasons=domain.reasons(result),
     )
-    row = match_values(match)
-    return match, row
 
 
 async def _maybe_propose(

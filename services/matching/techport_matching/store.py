@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import BigInteger, Column, UniqueConstraint, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -311,7 +311,7 @@ class MatchingRepository:
                 await self.session.execute(statement, params)
 
     # --- matches --------------------------------------------------------------------------------------------
-    async def paired_with(self, side: str, ids: list[str]) -> dict[str, set[str]]:
+    async def paired_with(self, side: Literal["student", "vacancy"], ids: list[str]) -> dict[str, set[str]]:
         """For each student (`side` "student") or vacancy ("vacancy") of `ids`, the other side of every pair
         it was ever matched in (open or withdrawn): never matched again. One query for all of them."""
         paired: dict[str, set[str]] = {key: set() for key in ids}
