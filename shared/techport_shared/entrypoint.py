@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import importlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,6 +44,7 @@ def main(
 
     import uvicorn
 
+    _settle_heap(app_factory)
     # Access logs come from our own request middleware (structured, with the request id). uvloop and the
     # httptools parser: the C event loop and HTTP parser (benchmarks/gateway.py measures the difference).
     uvicorn.run(
@@ -53,3 +56,24 @@ def main(
         loop="uvloop",
         http="httptools",
     )
+
+
+def _settle_heap(app_factory: str) -> None:
+    """Import the service, then move everything made so far out of the garbage collector's sight.
+
+    A service's heap is mostly what its imports made (SQLAlchemy, pydantic, FastAPI, FastStream: members has
+    about 150,000 such objects, which live as long as the process). CPython's older collections walk them all,
+    and its young collections come every 700 allocations, which one ORM batch passes many times over. Frozen,
+    they are never walked again, and a larger first threshold makes the young collections rarer.
+    `TECHPORT_GC_FREEZE=0` leaves the collector as CPython sets it, to measure the difference (the matching
+    replicas benchmark: 1238-1281 students/s with two replicas without, 1472-1595 with).
+    """
+    if os.environ.get("TECHPORT_GC_FREEZE", "1") == "0":
+        return
+    importlib.import_module(app_factory.split(":", 1)[0])
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
+_YOUNG_THRESHOLD = 10_000
