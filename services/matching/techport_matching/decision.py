@@ -135,7 +135,7 @@ async def _write(
 ) -> int:
     repo = uow.matching
     rooms = await repo.lock_rooms(sorted({c.vacancy.vacancy_id for c in candidates}))
-    alive = await repo.students(sorted({c.student.student_id for c in candidates}), lock=True)
+    alive = await repo.hold_students(sorted({c.student.student_id for c in candidates}))
     taken: dict[str, int] = {}
     chosen: list[tuple[_Candidate, MatchFound]] = []
     seen: set[tuple[str, str]] = set()

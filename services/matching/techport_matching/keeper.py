@@ -27,9 +27,9 @@ class IndexKeeper:
         horizon = await repo.horizon()  # what commits after this is caught up later
         total = await repo.count_students()
         done = 0
-        async for rows in repo.stream_students():
-            fresh.load_students([row.profile() for row in rows])
-            done += len(rows)
+        async for profiles in repo.stream_students():
+            fresh.load_students(profiles)
+            done += len(profiles)
             if progress:
                 progress(done, total)
         for vacancy in await repo.open_vacancies():
@@ -42,7 +42,7 @@ class IndexKeeper:
         """Take in what was written since the last look, by this replica or another."""
         horizon = await repo.horizon()
         students, vacancies, erased = await repo.changed_since(self._horizon)
-        self.index.load_students([student.profile() for student in students])
+        self.index.load_students(students)
         for vacancy in vacancies:
             self._put_vacancy(self.index, vacancy)
         for student_id in erased:

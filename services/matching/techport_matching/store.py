@@ -70,17 +70,40 @@ class StudentRow(MatchingTable, table=True):
     pending_correlation: str | None = Field(default=None, max_length=200)
 
     def profile(self) -> StudentProfile:
-        return StudentProfile(
-            self.student_id,
-            self.school_id,
-            self.level,
-            frozenset(self.seeking),
-            frozenset(self.skills),
-            self.lat,
-            self.lon,
-            self.max_distance_km,
-            self.consent_matching,
-        )
+        return student_profile(self)
+
+
+def student_profile(row: Any) -> StudentProfile:
+    """The profile of a student row, or of a plain row of `PROFILE_COLUMNS`."""
+    return StudentProfile(
+        row.student_id,
+        row.school_id,
+        row.level,
+        frozenset(row.seeking),
+        frozenset(row.skills),
+        row.lat,
+        row.lon,
+        row.max_distance_km,
+        row.consent_matching,
+    )
+
+
+# What the index is built and caught up from, read as plain rows, not ORM objects (identity map, instance
+# state): every replica reads every student that any replica stores.
+PROFILE_COLUMNS = tuple(
+    col(column)
+    for column in (
+        StudentRow.student_id,
+        StudentRow.school_id,
+        StudentRow.level,
+        StudentRow.seeking,
+        StudentRow.skills,
+        StudentRow.lat,
+        StudentRow.lon,
+        StudentRow.max_distance_km,
+        StudentRow.consent_matching,
+    )
+)
 
 
 class ErasedStudentRow(MatchingTable, table=True):
@@ -249,11 +272,12 @@ class MatchingRepository:
         value = select(col(ChangeCounterRow.value)).where(col(ChangeCounterRow.id) == 1)
         return int(await self.session.scalar(value) or 0)
 
-    async def changed_since(self, horizon: int) -> tuple[list[StudentRow], list[VacancyRow], list[str]]:
+    async def changed_since(self, horizon: int) -> tuple[list[StudentProfile], list[VacancyRow], list[str]]:
         """What was written at or after `horizon`: students, vacancies (open or closed), erased ids."""
-        students = list(
-            await self.session.scalars(select(StudentRow).where(col(StudentRow.change_seq) >= horizon))
+        found = await self.session.execute(
+            select(*PROFILE_COLUMNS).where(col(StudentRow.change_seq) >= horizon)
         )
+        students = [student_profile(row) for row in found]
         vacancies = list(
             await self.session.scalars(select(VacancyRow).where(col(VacancyRow.change_seq) >= horizon))
         )
@@ -269,13 +293,17 @@ class MatchingRepository:
         await self.session.execute(delete(StudentRow).where(col(StudentRow.student_id) == student_id))
         self.rows.deleted(StudentRow, student_id)
 
-    async def students(self, ids: list[str], lock: bool = False) -> dict[str, StudentRow]:
-        """Students by id; with `lock`, held (shared) until commit, so an erasure waits for this decision and
-        then withdraws what it made."""
+    async def students(self, ids: list[str]) -> dict[str, StudentRow]:
         query = select(StudentRow).where(col(StudentRow.student_id).in_(sorted(ids)))
-        if lock and self._postgres:
-            query = query.with_for_update(read=True)
         return {row.student_id: row for row in await self.session.scalars(query)}
+
+    async def hold_students(self, ids: list[str]) -> set[str]:
+        """Which of these students are still stored, their rows held (shared) until commit: an erasure waits
+        for this decision, then withdraws what it made."""
+        query = select(col(StudentRow.student_id)).where(col(StudentRow.student_id).in_(sorted(ids)))
+        if self._postgres:
+            query = query.with_for_update(read=True)
+        return set(await self.session.scalars(query))
 
     async def vacancies(self, ids: list[str]) -> dict[str, VacancyRow]:
         rows = await self.session.scalars(select(VacancyRow).where(col(VacancyRow.vacancy_id).in_(ids)))
@@ -441,21 +469,20 @@ class MatchingRepository:
         return list(await self.session.scalars(query.order_by(col(PartnershipRow.created_at))))
 
     # --- the whole copy, for a rebuild of the index ---------------------------------------------------------
-    async def stream_students(self, batch: int = 5000) -> AsyncIterator[list[StudentRow]]:
+    async def stream_students(self, batch: int = 5000) -> AsyncIterator[list[StudentProfile]]:
         last = ""
         while True:
-            rows = list(
-                await self.session.scalars(
-                    select(StudentRow)
-                    .where(col(StudentRow.student_id) > last)
-                    .order_by(col(StudentRow.student_id))
-                    .limit(batch)
-                )
+            found = await self.session.execute(
+                select(*PROFILE_COLUMNS)
+                .where(col(StudentRow.student_id) > last)
+                .order_by(col(StudentRow.student_id))
+                .limit(batch)
             )
-            if not rows:
+            profiles = [student_profile(row) for row in found]
+            if not profiles:
                 return
-            yield rows
-            last = rows[-1].student_id
+            yield profiles
+            last = profiles[-1].student_id
 
     async def count_students(self) -> int:
         return int(await self.session.scalar(select(func.count()).select_from(StudentRow)) or 0)
