@@ -139,8 +139,8 @@ def main(argv: list[str]) -> None:
     )
     for n, (direct, through) in enumerate(rounds, 1):
         print(
-            f"  round {n}: direct {direct[0]:6.0f} req/s p99 {direct[2]:6.1f} ms | "
-            f"gateway {through[0]:6.0f} req/s p99 {through[2]:6.1f} ms | "
+            f"  round {n}: direct {direct[0]:6.0f} req/s p50 {direct[1]:5.1f} p99 {direct[2]:5.1f} ms | "
+            f"gateway {through[0]:6.0f} req/s p50 {through[1]:5.1f} p99 {through[2]:5.1f} ms | "
             f"ratio {through[0] / direct[0]:.2f}x, p99 {through[2] / direct[2]:.2f}x"
         )
     ratios = sorted(t[0] / d[0] for d, t in rounds)
