@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 from techport_dev.kafka import free_port, kafka_endpoint
 from techport_dev.postgres import LocalPostgres
 from techport_shared.envelope import Envelope, to_binary
@@ -84,7 +85,17 @@ def _records(tag: str, students: int, vacancies: int) -> tuple[list[Any], list[A
     return posted, registered, ids
 
 
-async def _run(bootstrap: str, url: str, replicas: int, students: int, work: Path) -> float:
+def _batched(port: int) -> tuple[float, float]:
+    """(batches, records) the replica on `port` handled from the students topic."""
+    found = {"count": 0.0, "sum": 0.0}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        for part in found:
+            if line.startswith(f"techport_consumer_batch_records_{part}{{") and f'"{STUDENTS.name}"' in line:
+                found[part] += float(line.rsplit(" ", 1)[1])
+    return found["count"], found["sum"]
+
+
+async def _run(bootstrap: str, url: str, replicas: int, students: int, work: Path) -> tuple[float, float]:
     tag = uuid.uuid4().hex[:6]
     env = service_env(
         bootstrap,
@@ -94,9 +105,11 @@ async def _run(bootstrap: str, url: str, replicas: int, students: int, work: Pat
         MATCH_TOP_K_PER_VACANCY="100000",
     )
     processes: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
     try:
         for n in range(replicas):
             port = free_port()
+            ports.append(port)
             processes.append(serve("matching", port, env, work / f"matching-{tag}-{n}.log"))
             await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}/readyz")
         await asyncio.sleep(8)  # the group is formed and its members hold their partitions
@@ -109,7 +122,9 @@ async def _run(bootstrap: str, url: str, replicas: int, students: int, work: Pat
             started = time.perf_counter()
             await send(bootstrap, STUDENTS.name, registered)
             await watcher.wait_for(ids, 600)
-            return students / (max(watcher.arrived[i] for i in ids) - started)
+            rate = students / (max(watcher.arrived[i] for i in ids) - started)
+            counted = [await asyncio.to_thread(_batched, port) for port in ports]
+            return rate, sum(r for _, r in counted) / max(sum(b for b, _ in counted), 1)
         finally:
             await watcher.stop()
     finally:
@@ -124,6 +139,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     rounds: list[dict[int, float]] = []
+    batch_sizes: list[dict[int, float]] = []  # the mean records per consumer batch
     with (
         kafka_endpoint() as (bootstrap, _),
         LocalPostgres() as postgres,
@@ -131,18 +147,20 @@ def main(argv: list[str]) -> None:
     ):
         asyncio.run(ensure_topics(KafkaSettings(kafka_bootstrap_servers=bootstrap)))
         for n in range(args.rounds):
-            rates = {}
+            rates, sizes = {}, {}
             for replicas in (1, 2) if n % 2 == 0 else (2, 1):
                 url = postgres.create_database(f"bench_matching_{replicas}_{uuid.uuid4().hex[:6]}")
-                rates[replicas] = asyncio.run(_run(bootstrap, url, replicas, args.students, Path(work)))
+                run = _run(bootstrap, url, replicas, args.students, Path(work))
+                rates[replicas], sizes[replicas] = asyncio.run(run)
             rounds.append(rates)
+            batch_sizes.append(sizes)
     print(
         f"matching replicas benchmark: a burst of {args.students} students against 100 vacancies, PostgreSQL"
     )
-    for n, rates in enumerate(rounds, 1):
+    for n, (rates, sizes) in enumerate(zip(rounds, batch_sizes, strict=True), 1):
         print(
-            f"  round {n}: 1 replica {rates[1]:6.0f} students/s | 2 replicas {rates[2]:6.0f} students/s"
-            f" | ratio {rates[2] / rates[1]:.2f}x"
+            f"  round {n}: 1 replica {rates[1]:6.0f} students/s (batches of {sizes[1]:3.0f}) | 2 replicas"
+            f" {rates[2]:6.0f} students/s (batches of {sizes[2]:3.0f}) | ratio {rates[2] / rates[1]:.2f}x"
         )
     ratios = [rates[2] / rates[1] for rates in rounds]
     print(f"  1 replica:  median {statistics.median(r[1] for r in rounds):6.0f} students/s")

@@ -33,6 +33,7 @@ from techport_shared.kafka import PermanentlyRefused, RecordPublisher
 from techport_shared.limits import MAX_ERROR_CHARS, MAX_EVENT_BYTES, trim
 from techport_shared.logging import get_logger, scrub
 from techport_shared.metrics import (
+    CONSUMER_BATCH_RECORDS,
     CONSUMER_LAG,
     CONSUMER_RETRIES,
     DLQ_RECORDS,
@@ -294,9 +295,9 @@ class ReliableConsumer:
                 await self._dead_letters.send(record, poison.error, 1, poison.kind)
                 name = "dead_lettered"
             self._count(record, name)
-        HANDLER_SECONDS.labels(self.service, topic_label(records[0].topic)).observe(
-            time.perf_counter() - started
-        )
+        topic = topic_label(records[0].topic)
+        HANDLER_SECONDS.labels(self.service, topic).observe(time.perf_counter() - started)
+        CONSUMER_BATCH_RECORDS.labels(self.service, topic).observe(len(records))
 
     async def process(self, record: ConsumedRecord, handler: RecordHandler) -> str:
         """One record in a transaction of its own, retried with backoff, dead-lettered if it keeps failing."""

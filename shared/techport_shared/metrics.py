@@ -37,7 +37,16 @@ UNKNOWN_EVENT_TYPES = Counter(
     ["service"],
 )
 HANDLER_SECONDS = Histogram(
-    "techport_event_handler_seconds", "Time to handle one record, retries included.", ["service", "topic"]
+    "techport_event_handler_seconds",
+    "Time to handle a batch of records in its transaction (or one record, where a batch is handled one at a"
+    " time), retries included.",
+    ["service", "topic"],
+)
+CONSUMER_BATCH_RECORDS = Histogram(
+    "techport_consumer_batch_records",
+    "Records in each batch a consumer handled in one transaction (CONSUMER_BATCH_SIZE at most).",
+    ["service", "topic"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
 OUTBOX_PUBLISHED = Counter(
     "techport_outbox_published_total", "Events the outbox relay published.", ["service", "topic"]

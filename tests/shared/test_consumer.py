@@ -136,6 +136,11 @@ async def test_bad_events_never_stop_a_consumer(kafka_topics, tmp_path: Path) ->
     assert "content-type" in errors[b"k4"]
     assert "at most 262144" in errors[b"k5"]  # over the contract's bound: refused before it is parsed
     assert await _committed(bootstrap, "g", topic) == 6
+    # The poison went through the batches with the good record, not one at a time: the batch sizes count all
+    # six (more only if a rebalance handed a batch over again).
+    labels = {"service": "kit", "topic": topic}
+    batched = REGISTRY.get_sample_value("techport_consumer_batch_records_sum", labels)
+    assert batched is not None and batched >= 6
     await db.close()
 
 
