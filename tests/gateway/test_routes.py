@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from techport_gateway import domain
 from techport_gateway.api import Gateway
@@ -53,6 +53,7 @@ def test_anything_else_never_reaches_a_service(method: str, path: str, raw: byte
 @given(
     st.lists(st.sampled_from(["..", ".", "", "students", "s-1", "matches", "%2e%2e", "metrics"]), max_size=6)
 )
+@example(["students", "students", ""])  # a trailing slash: hypothesis found it once in a suite run
 def test_a_path_with_a_dot_or_empty_segment_is_never_forwarded(segments: list[str]) -> None:
     path = "/".join(segments)
     try:
@@ -60,7 +61,8 @@ def test_a_path_with_a_dot_or_empty_segment_is_never_forwarded(segments: list[st
     except domain.NoRoute:
         return
     assert all(part not in ("", ".", "..") for part in matched.path.split("/"))
-    assert matched.path == "/".join(s for s in segments)  # forwarded exactly as the route names it
+    # Forwarded exactly as the route names it; a trailing slash is dropped (`students/s-1/` is that student).
+    assert matched.path == path.removesuffix("/")
 
 
 async def test_keys_are_cached_for_seconds_and_identity_tokens_reused(tmp_path) -> None:
