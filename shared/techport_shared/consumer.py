@@ -226,7 +226,7 @@ class ReliableConsumer:
             max_records=settings.batch_size,
             batch_timeout_ms=settings.batch_wait_ms,
             fetch_min_bytes=settings.fetch_min_bytes,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            fetch_max_wait_ms=settings.pattern_fetch_max_wait_ms if pattern else settings.fetch_max_wait_ms,
             title=f"{group_id}:{pattern or ','.join(names)}",
             # Hand the whole batch over, undecoded: FastStream would otherwise JSON-decode by content-type
             # and drop a record that is not JSON before our code sees it. A plain object, not the message
