@@ -211,6 +211,33 @@ async def test_the_database_gone_right_after_the_smtp_server_accepted_sends_no_s
     assert entry["status"] == "sent"
 
 
+async def test_a_database_outage_between_claim_and_send_does_not_hold_the_email_for_the_claims_life(
+    notifications, monkeypatch
+) -> None:
+    """The database goes away after a digest was claimed (ten minutes' claim) and before it was written: the
+    sender takes it up again once the database answers, instead of leaving it until the claim lapses."""
+    n = notifications
+    real_write = sender_module.Sender._write
+    outage = {"left": 1}
+
+    async def write_unless_away(self, repo, notification_id):
+        if outage["left"]:
+            outage["left"] -= 1
+            raise OperationalError("SELECT", {}, ConnectionResetError("the database went away"))
+        return await real_write(self, repo, notification_id)
+
+    monkeypatch.setattr(sender_module.Sender, "_write", write_unless_away)
+    student = uid("stu")
+    email = await n.student(student)
+    company, [vacancy] = await _company_with_vacancies(n, ["Monteur offshore wind"])
+    await n.match(student, vacancy, company)
+    await n.notices(lambda e: e.type == SENT and e.data["recipient_id"] == student, timeout_s=30)
+    assert outage["left"] == 0  # the outage did break off a pass after its claim
+    assert len(n.mails_to(email)) == 1
+    [entry] = await _log(n, student)
+    assert entry["status"] == "sent"
+
+
 async def test_a_send_whose_sender_stopped_mid_send_goes_out_when_its_claim_lapses(
     db_url, kafka_topics, smtp_sink, monkeypatch
 ) -> None:

@@ -273,6 +273,7 @@ class RetryFailed:
 class ClaimDue:
     limit: int
     claim_s: float
+    held: tuple[str, ...] = ()  # claimed by this sender before, not sent yet: renewed first
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,7 @@ async def retry_failed(command: RetryFailed, uow: NotificationsUnitOfWork, conte
 
 
 async def claim_due(command: ClaimDue, uow: NotificationsUnitOfWork, context: Context) -> list[str]:
-    claimed = await uow.notifications.claim_due(command.limit, command.claim_s)
+    claimed = await uow.notifications.claim_due(command.limit, command.claim_s, command.held)
     await uow.commit()
     return claimed
 

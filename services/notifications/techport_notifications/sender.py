@@ -91,6 +91,10 @@ class Sender:
         self._stopping = False
         # Accepted by the SMTP server but not yet recorded as sent (the database was unreachable).
         self._accepted: set[str] = set()
+        # Claimed by this sender, not yet written and sent: a database outage broke off the pass after the
+        # claim. They stay claimed for NOTIFICATIONS_SENDING_CLAIM_S (ten minutes by default), so the next
+        # pass takes them up again rather than leaving them to wait that long.
+        self._held: set[str] = set()
         self._context = Context(service_identity("notifications"), Origin(None, None, now(), "sender"))
 
     async def run(self) -> None:
@@ -114,10 +118,12 @@ class Sender:
                 self._accepted.discard(notification_id)
         # The consumers take turns with the claim and the writing: no item joins a digest being claimed.
         async with self.bus.lock:
-            claimed: list[str] = await self.bus.handle_holding_lock(
-                ClaimDue(self.settings.send_batch, self.settings.sending_claim_s), self._context
-            )
+            held = tuple(sorted(self._held))
+            claim = ClaimDue(self.settings.send_batch, self.settings.sending_claim_s, held)
+            claimed: list[str] = await self.bus.handle_holding_lock(claim, self._context)
+            self._held = set(claimed)
             prepared = [await self._prepare(notification_id) for notification_id in claimed]
+        self._held.clear()  # each one is delivered or recorded below
         limit = asyncio.Semaphore(self.settings.send_concurrency)
 
         async def deliver(item: Ready | RecordOutcome) -> None:

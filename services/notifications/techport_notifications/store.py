@@ -6,6 +6,7 @@ repository; nothing else sees a session."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -258,11 +259,24 @@ class NotificationsRepository:
         )
         return [item for item in rows if not item.details.get("erased")]
 
-    async def claim_due(self, limit: int, claim_s: float) -> list[str]:
+    async def claim_due(self, limit: int, claim_s: float, held: Sequence[str] = ()) -> list[str]:
         """Claim what is due (pending, or a send whose claim lapsed): marked `sending` until the claim lapses,
         so two senders never take the same one. Each claim is a conditional update (still sendable, still
-        due), which holds on SQLite too, where no row is locked."""
+        due), which holds on SQLite too, where no row is locked. `held`: what this sender claimed before and
+        has not sent yet; those still `sending` have their claims renewed and come first."""
         moment = now()
+        renewed = []
+        for notification_id in held:
+            result: Any = await self.session.execute(
+                update(NotificationRow)
+                .where(
+                    col(NotificationRow.notification_id) == notification_id,
+                    col(NotificationRow.status) == "sending",
+                )
+                .values(due_at=moment + timedelta(seconds=claim_s))
+            )
+            if result.rowcount == 1:
+                renewed.append(notification_id)
         due = list(
             await self.session.scalars(
                 select(col(NotificationRow.notification_id))
@@ -272,9 +286,9 @@ class NotificationsRepository:
                 .with_for_update(skip_locked=True)
             )
         )
-        claimed = []
+        claimed = renewed
         for notification_id in due:
-            result: Any = await self.session.execute(
+            result = await self.session.execute(
                 update(NotificationRow)
                 .where(
                     col(NotificationRow.notification_id) == notification_id,
