@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.errors import (
     CorruptRecordException,
     InvalidMessageError,
@@ -189,3 +190,25 @@ async def delete_handled(settings: KafkaSettings, offsets: dict[TopicPartition, 
         await admin.delete_records({tp: RecordsToDelete(offset) for tp, offset in offsets.items()})
     finally:
         await admin.close()
+
+
+# --- aiokafka's fetcher, stopped ----------------------------------------------------------------------------
+_fetcher_close = Fetcher.close
+
+
+async def _close_fetcher(self: Fetcher) -> None:
+    """aiokafka's `Fetcher.close`, after cancelling the fetch routine until it has ended.
+
+    When the group assignment goes (as it does on a stop: the consumer leaves its group), the routine cancels
+    its own fetches and awaits them with CancelledError suppressed. A stop's cancellation that lands just then
+    is swallowed with theirs, and the routine goes on to wait for an assignment that never comes: the stop,
+    and the service's shutdown, hang (seen in the suite: a members test's server did not stop in 30 s, its
+    fetch routine `cancelling` at `await waiter`). A second cancellation ends it there."""
+    task = self._fetch_task
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    await _fetcher_close(self)
+
+
+Fetcher.close = _close_fetcher

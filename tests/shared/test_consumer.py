@@ -187,3 +187,32 @@ async def test_a_consumer_whose_fetcher_and_coordinator_died_is_revived_and_goes
         await produce(bootstrap, topic, to_binary(erased_event("after")))
         await wait_for_effects(db, ["before", "after"])
     await db.close()
+
+
+async def test_a_fetch_routine_that_swallows_its_stop_is_stopped_all_the_same() -> None:
+    """As aiokafka's fetch routine does when its assignment goes at the moment it is stopped: the stop's
+    cancellation is swallowed where it awaits its own cancelled fetch, then it waits for an assignment."""
+    import contextlib
+
+    from aiokafka.consumer.fetcher import Fetcher
+    from techport_shared import kafka  # noqa: F401  (installs the stop that does not hang)
+
+    swallowed = asyncio.Event()
+
+    async def routine() -> None:
+        fetch = asyncio.create_task(asyncio.sleep(3600))
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetch  # the stop's cancellation lands here and is suppressed with the fetch's
+        swallowed.set()
+        await asyncio.Event().wait()  # an assignment that never comes
+
+    fetcher = Fetcher.__new__(Fetcher)
+    fetcher._fetch_task = asyncio.create_task(routine())
+    fetcher._fetch_waiters, fetcher._pending_tasks, fetcher._closed = set(), set(), False
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(fetcher.close())
+    await asyncio.wait({closing}, timeout=10)  # a guard against a hang, not a timing
+    stopped = closing.done() and fetcher._fetch_task.done()
+    for task in (closing, fetcher._fetch_task):  # what a hanging stop leaves behind
+        task.cancel()
+    assert swallowed.is_set() and stopped
