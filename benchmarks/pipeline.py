@@ -32,7 +32,7 @@ from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
 from techport_shared.topics import MATCHES, STUDENTS, TopicSpec, partner_topics
 
-from benchmarks.processes import SECRET, produce, serve, service_env, wait_ready
+from benchmarks.processes import SECRET, metric_total, produce, serve, service_env, wait_ready
 
 SCHOOL, COMPANY = "bench-college", "bench-company"
 POSTCODES = ("1972 AB", "1951 AA", "1971 BX", "1991 AB", "1941 AA")
@@ -190,9 +190,8 @@ async def _settled(services: list[str], timeout_s: float = 600) -> float:
             waiting = 0.0
             for url in services:
                 text = (await client.get(f"{url}/metrics")).text
-                for line in text.splitlines():
-                    if line.startswith(("techport_consumer_lag{", "techport_outbox_backlog{")):
-                        waiting += float(line.rsplit(" ", 1)[1])
+                waiting += metric_total(text, "techport_consumer_lag")
+                waiting += metric_total(text, "techport_outbox_backlog")
             zero = zero + 1 if waiting == 0 else 0
     return time.perf_counter() - started
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 # The identity secret the benchmarks' services share (and sign their own operator tokens with).
 SECRET = "bench-identity-secret-0123456789abcdef"
@@ -57,3 +58,13 @@ async def send(bootstrap: str, topic: str, records: list[Any]) -> None:
         await produce(producer, topic, records)
     finally:
         await producer.stop()
+
+
+def metric_total(exposition: str, name: str, **labels: str) -> float:
+    """The sum of the samples named `name` (with these `labels`) in a service's `/metrics` text."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )

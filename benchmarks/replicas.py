@@ -28,7 +28,7 @@ from techport_shared.skills import vocabulary
 from techport_shared.topics import STUDENTS, VACANCIES
 
 from benchmarks.pipeline import POSTCODES, MatchWatcher
-from benchmarks.processes import send, serve, service_env, wait_ready
+from benchmarks.processes import metric_total, send, serve, service_env, wait_ready
 
 
 def _records(tag: str, students: int, vacancies: int) -> tuple[list[Any], list[Any], list[str]]:
@@ -87,12 +87,10 @@ def _records(tag: str, students: int, vacancies: int) -> tuple[list[Any], list[A
 
 def _batched(port: int) -> tuple[float, float]:
     """(batches, records) the replica on `port` handled from the students topic."""
-    found = {"count": 0.0, "sum": 0.0}
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
-        for part in found:
-            if line.startswith(f"techport_consumer_batch_records_{part}{{") and f'"{STUDENTS.name}"' in line:
-                found[part] += float(line.rsplit(" ", 1)[1])
-    return found["count"], found["sum"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    name = "techport_consumer_batch_records"
+    topic = STUDENTS.name
+    return metric_total(text, f"{name}_count", topic=topic), metric_total(text, f"{name}_sum", topic=topic)
 
 
 async def _run(bootstrap: str, url: str, replicas: int, students: int, work: Path) -> tuple[float, float]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY
+from techport_shared import kafka  # noqa: F401  (its import makes a fetcher's stop end; see the last test)
 from techport_shared.envelope import Envelope, KafkaRecord, to_binary
 from techport_shared.topics import DLQ
 
@@ -192,11 +195,6 @@ async def test_a_consumer_whose_fetcher_and_coordinator_died_is_revived_and_goes
 async def test_a_fetch_routine_that_swallows_its_stop_is_stopped_all_the_same() -> None:
     """As aiokafka's fetch routine does when its assignment goes at the moment it is stopped: the stop's
     cancellation is swallowed where it awaits its own cancelled fetch, then it waits for an assignment."""
-    import contextlib
-
-    from aiokafka.consumer.fetcher import Fetcher
-    from techport_shared import kafka  # noqa: F401  (installs the stop that does not hang)
-
     swallowed = asyncio.Event()
 
     async def routine() -> None:

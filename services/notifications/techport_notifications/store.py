@@ -265,18 +265,8 @@ class NotificationsRepository:
         due), which holds on SQLite too, where no row is locked. `held`: what this sender claimed before and
         has not sent yet; those still `sending` have their claims renewed and come first."""
         moment = now()
-        renewed = []
-        for notification_id in held:
-            result: Any = await self.session.execute(
-                update(NotificationRow)
-                .where(
-                    col(NotificationRow.notification_id) == notification_id,
-                    col(NotificationRow.status) == "sending",
-                )
-                .values(due_at=moment + timedelta(seconds=claim_s))
-            )
-            if result.rowcount == 1:
-                renewed.append(notification_id)
+        until = moment + timedelta(seconds=claim_s)
+        renewed = [i for i in held if await self._take(i, until, col(NotificationRow.status) == "sending")]
         due = list(
             await self.session.scalars(
                 select(col(NotificationRow.notification_id))
@@ -286,20 +276,17 @@ class NotificationsRepository:
                 .with_for_update(skip_locked=True)
             )
         )
-        claimed = renewed
-        for notification_id in due:
-            result = await self.session.execute(
-                update(NotificationRow)
-                .where(
-                    col(NotificationRow.notification_id) == notification_id,
-                    col(NotificationRow.status).in_(SENDABLE),
-                    col(NotificationRow.due_at) <= moment,
-                )
-                .values(status="sending", due_at=moment + timedelta(seconds=claim_s))
-            )
-            if result.rowcount == 1:
-                claimed.append(notification_id)
-        return claimed
+        still_due = (col(NotificationRow.status).in_(SENDABLE), col(NotificationRow.due_at) <= moment)
+        return renewed + [i for i in due if await self._take(i, until, *still_due)]
+
+    async def _take(self, notification_id: str, until: datetime, *still: Any) -> bool:
+        """Mark one notification `sending` until `until`, if it still meets `still` (a conditional update)."""
+        result: Any = await self.session.execute(
+            update(NotificationRow)
+            .where(col(NotificationRow.notification_id) == notification_id, *still)
+            .values(status="sending", due_at=until)
+        )
+        return bool(result.rowcount == 1)
 
     async def claimed(self, notification_id: str) -> NotificationRow | None:
         """A notification this sender claimed, locked until commit; None if it is gone or another holds it."""
