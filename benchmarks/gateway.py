@@ -1,14 +1,14 @@
 """Gateway benchmark: requests per second and p99 latency of one GET through the gateway and straight to the
 service (with the identity token the gateway would add), same machine, same run, printed as ratios.
 
-Services run as their own uvicorn processes; the load comes from this process (httpx, fixed concurrency)."""
+Services run as they do in production (`python -m techport_<service> serve`: uvloop, httptools, the start-up
+heap frozen out of the garbage collector); the load comes from this process (aiohttp, fixed concurrency)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -20,24 +20,9 @@ from techport_shared.identity import IDENTITY_HEADER, OPERATOR, issue_token
 from techport_shared.kafka import ensure_topics
 from techport_shared.settings import KafkaSettings
 
-from benchmarks.processes import SECRET, service_env, spawn, wait_ready
+from benchmarks.processes import SECRET, serve, service_env, wait_ready
 
 OPERATOR_KEY = "op_bench_0123456789abcdef0123456789"
-
-
-def _serve(app: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    args = [
-        "-m",
-        "uvicorn",
-        "--factory",
-        app,
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    return spawn(args, env, log)
 
 
 async def _load(
@@ -85,14 +70,10 @@ def main(argv: list[str]) -> None:
             GATEWAY_RATE_LIMIT="100000/second",
             MEMBERS_URL=f"http://127.0.0.1:{members_port}",
         )
-        processes = [
-            _serve("techport_members.main:create_app", members_port, env, Path(work) / "members.log")
-        ]
+        processes = [serve("members", members_port, env, Path(work) / "members.log")]
         try:
             wait_ready(f"http://127.0.0.1:{members_port}/readyz")
-            processes.append(
-                _serve("techport_gateway.main:create_app", gateway_port, env, Path(work) / "gateway.log")
-            )
+            processes.append(serve("gateway", gateway_port, env, Path(work) / "gateway.log"))
             wait_ready(f"http://127.0.0.1:{gateway_port}/healthz")
             organisation = {
                 "organisation_id": "bench-school",
