@@ -177,8 +177,9 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
 
 
 async def _settled(services: list[str], timeout_s: float = 600) -> float:
-    """Wait until every service has consumed everything and published its outbox (notifications takes longer
-    over a burst than matching): a steady rate is measured on a platform that is not still catching up.
+    """Wait until every service has consumed everything and published its outbox, and notifications has sent
+    what is due (it takes longer over a burst than matching): a steady rate is measured on a platform that is
+    not still catching up.
     Returns the seconds waited. The lag gauges are sampled every 5 s, so two samples of zero in a row."""
     started = time.perf_counter()
     zero = 0
@@ -192,6 +193,7 @@ async def _settled(services: list[str], timeout_s: float = 600) -> float:
                 text = (await client.get(f"{url}/metrics")).text
                 waiting += metric_total(text, "techport_consumer_lag")
                 waiting += metric_total(text, "techport_outbox_backlog")
+                waiting += metric_total(text, "techport_notifications_due")
             zero = zero + 1 if waiting == 0 else 0
     return time.perf_counter() - started
 

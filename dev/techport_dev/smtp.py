@@ -21,6 +21,7 @@ class CapturingHandler:
         self.mail_dir = mail_dir
         self.messages: list[EmailMessage] = []
         self.refusing = False  # tests turn this on to make the server answer 451 (try again later)
+        self.peers: set[Any] = set()  # the client ends of the connections that delivered mail
         self._lock = threading.Lock()
         if mail_dir is not None:
             mail_dir.mkdir(parents=True, exist_ok=True)
@@ -32,6 +33,7 @@ class CapturingHandler:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         with self._lock:
+            self.peers.add(session.peer)
             self.messages.append(message)
             if self.mail_dir is not None:
                 name = f"{len(self.messages):06d}-{uuid.uuid4().hex[:8]}.eml"
@@ -46,12 +48,15 @@ class SmtpSink:
         host: str = "127.0.0.1",
         port: int | None = None,
         smtputf8: bool = True,
+        idle_timeout_s: float = 300.0,
     ) -> None:
         """`smtputf8`: offer SMTPUTF8 (international addresses), as Mailpit and most servers do; a test turns
-        it off to see how an address that needs it is handled by a server without it."""
+        it off to see how an address that needs it is handled by a server without it. `idle_timeout_s`: a
+        client silent this long is disconnected (RFC 5321's five minutes by default)."""
         self.host = host
         self.port = port or free_port()
         self.smtputf8 = smtputf8
+        self.idle_timeout_s = idle_timeout_s
         self.handler = CapturingHandler(mail_dir)
         self._controller: Controller | None = None
 
@@ -60,7 +65,12 @@ class SmtpSink:
         return self.handler.messages
 
     def start(self) -> SmtpSink:
-        kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port, "enable_SMTPUTF8": self.smtputf8}
+        kwargs: dict[str, Any] = {
+            "hostname": self.host,
+            "port": self.port,
+            "enable_SMTPUTF8": self.smtputf8,
+            "timeout": self.idle_timeout_s,
+        }
         self._controller = Controller(self.handler, **kwargs)
         self._controller.start()
         return self

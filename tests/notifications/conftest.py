@@ -163,6 +163,9 @@ async def running_notifications(
     digest_s: float = 1.0,
     attempts: int = 3,
     sending_claim_s: float = 600.0,
+    send_batch: int = 50,
+    send_rate: float = 50.0,
+    poll_interval_s: float = 0.2,
 ) -> AsyncIterator[Harness]:
     port = free_port()
     settings = NotificationsSettings(
@@ -175,8 +178,10 @@ async def running_notifications(
         send_attempts=attempts,
         backoff_initial_s=0.3,
         backoff_max_s=1.0,
-        poll_interval_s=0.2,
+        poll_interval_s=poll_interval_s,
         sending_claim_s=sending_claim_s,
+        send_batch=send_batch,
+        send_rate=send_rate,
         smtp=SmtpSettings(host=sink.host, port=sink.port, timeout_s=3),
         kafka=kafka,
         consumer=ConsumerSettings(max_attempts=2, backoff_initial_s=0.05, auto_offset_reset="latest"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from datetime import datetime
 
 import httpx
 from sqlalchemy.exc import OperationalError
@@ -267,6 +269,73 @@ async def test_a_send_whose_sender_stopped_mid_send_goes_out_when_its_claim_laps
 
 async def _claimed(n, student: str) -> list[dict]:
     return [entry for entry in await _log(n, student) if entry["status"] == "sending"]
+
+
+async def test_a_backlog_larger_than_a_pass_goes_out_at_the_send_rate_not_a_pass_a_poll(
+    db_url, kafka_topics, smtp_sink
+) -> None:
+    """A cohort's matches come at once, and more is due than one pass claims (two here): the passes follow
+    each other as the send rate allows (four a second here), not one a poll interval (three seconds here;
+    the seven emails would take four passes, over nine seconds)."""
+    group = uid("notifications-backlog")
+    async with running_notifications(
+        db_url, kafka_topics, smtp_sink, group, send_batch=2, send_rate=4.0, poll_interval_s=3.0
+    ) as n:
+        company, [vacancy] = await _company_with_vacancies(n, ["Monteur offshore wind"])
+        students = [uid("stu") for _ in range(6)]
+        addresses = [await n.student(student) for student in students] + [f"hr-{vacancy}@"]
+        for student in students:
+            await n.match(student, vacancy, company)
+
+        async def all_due() -> bool:
+            logs = [await _log(n, who) for who in [*students, vacancy]]
+            return all(log and _epoch(log[0]["due_at"]) <= time.time() for log in logs)
+
+        await n.wait(all_due)
+        due = time.monotonic()
+        await n.wait(lambda: any(n.mails_to(address) for address in addresses), timeout_s=30)
+        first = time.monotonic()
+        await n.wait(lambda: all(n.mails_to(address) for address in addresses), timeout_s=30)
+        last = time.monotonic()
+        # At most one poll interval until the next pass, then the passes back to back at the rate: seven
+        # emails in passes of two at four a second take 1.5 s from the first pass to the last.
+        assert last - due < 5.5
+        assert last - first > 1.2
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"{n.url}/metrics")).text
+        assert "techport_notifications_due 0.0" in metrics
+
+
+def _epoch(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+async def test_an_email_that_cannot_be_written_fails_alone_in_a_pass_written_together(
+    notifications, monkeypatch
+) -> None:
+    """A pass writes its emails in one transaction; one that raises while being written (a template that
+    breaks on its data) fails with its reason, and the others of the pass still go out."""
+    n = notifications
+    real_render = sender_module.render
+
+    def render_unless_broken(template, language, name, *rest):
+        if name == "Kapot":
+            raise ValueError("the template broke")
+        return real_render(template, language, name, *rest)
+
+    monkeypatch.setattr(sender_module, "render", render_unless_broken)
+    company, [vacancy] = await _company_with_vacancies(n, ["Elektromonteur"])
+    before, broken, after = uid("stu"), uid("stu"), uid("stu")
+    await n.student(before)
+    await n.student(broken, name="Kapot")
+    await n.student(after)
+    for student in (before, broken, after):
+        await n.match(student, vacancy, company)
+    [failed] = await n.notices(lambda e: e.type == FAILED and e.data["recipient_id"] == broken)
+    assert failed.data["error"] == "could not be written: ValueError"
+    for student in (before, after):
+        await n.notices(lambda e, s=student: e.type == SENT and e.data["recipient_id"] == s)
+    assert not n.mails_to(f"{broken}@") and n.mails_to(f"{before}@") and n.mails_to(f"{after}@")
 
 
 async def test_a_formed_partnership_emails_both_sides(notifications) -> None:

@@ -316,10 +316,17 @@ async def retry_failed(command: RetryFailed, uow: NotificationsUnitOfWork, conte
     return rescheduled
 
 
-async def claim_due(command: ClaimDue, uow: NotificationsUnitOfWork, context: Context) -> list[str]:
+@dataclass(frozen=True)
+class Claimed:
+    ids: list[str]
+    backlog: int  # due after this claim and claimed by nobody
+
+
+async def claim_due(command: ClaimDue, uow: NotificationsUnitOfWork, context: Context) -> Claimed:
     claimed = await uow.notifications.claim_due(command.limit, command.claim_s, command.held)
+    backlog = await uow.notifications.due_count()
     await uow.commit()
-    return claimed
+    return Claimed(claimed, backlog)
 
 
 async def record_outcome(command: RecordOutcome, uow: NotificationsUnitOfWork, context: Context) -> None:

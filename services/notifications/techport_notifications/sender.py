@@ -1,5 +1,7 @@
-"""The sender: claims what is due, writes and sends each email concurrently (at most NOTIFICATIONS_SEND_
-CONCURRENCY at once), and records what became of each, one notification at a time.
+"""The sender: claims what is due (a pass, at most NOTIFICATIONS_SEND_BATCH), writes the pass's emails on
+reads made for all of them, sends them concurrently over kept SMTP connections (at most NOTIFICATIONS_SEND_
+CONCURRENCY at once, at most NOTIFICATIONS_SEND_RATE a second), and records what became of each, one
+notification at a time.
 
 Every step from recipient to SMTP is inside one notification's error handling: an address that cannot be
 used, a template that fails, a server that refuses for good, each makes that one notification failed with
@@ -36,9 +38,9 @@ from techport_notifications.domain import (
     mail_address,
     verdict,
 )
-from techport_notifications.handlers import ClaimDue, RecordOutcome
-from techport_notifications.mailer import Unsubscribes, build_message, render, send
-from techport_notifications.metrics import DIGEST_SIZE, SEND_RETRIES, SEND_SECONDS
+from techport_notifications.handlers import ClaimDue, Claimed, RecordOutcome
+from techport_notifications.mailer import SmtpConnections, Unsubscribes, build_message, render, send
+from techport_notifications.metrics import DIGEST_SIZE, DUE, SEND_RETRIES, SEND_SECONDS
 from techport_notifications.settings import NotificationsSettings
 from techport_notifications.store import (
     ErasedRow,
@@ -96,18 +98,34 @@ class Sender:
         # pass takes them up again rather than leaving them to wait that long.
         self._held: set[str] = set()
         self._context = Context(service_identity("notifications"), Origin(None, None, now(), "sender"))
+        self.smtp = SmtpConnections(settings.smtp)
 
     async def run(self) -> None:
         """Send what is due, forever; the schedule lives in the database."""
         self._stopping = False  # a service may be started again after a stop (tests, a restarted lifespan)
+        try:
+            await self._run()
+        finally:
+            self.smtp.close()
+
+    async def _run(self) -> None:
         while not self._stopping:
+            claimed, started = 0, time.monotonic()
             try:
-                await self.send_due()
+                claimed = await self.send_due()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("sending due notifications failed; will retry", error=scrub(repr(exc)))
-            await asyncio.sleep(self.settings.poll_interval_s)
+            await asyncio.sleep(self._pause(claimed, time.monotonic() - started))
+
+    def _pause(self, claimed: int, took_s: float) -> float:
+        """Until the next pass. A full one leaves more due (a cohort's matches all come at once): the next
+        goes as soon as NOTIFICATIONS_SEND_RATE allows, not a poll interval later."""
+        if claimed < self.settings.send_batch:
+            return self.settings.poll_interval_s
+        rate = self.settings.send_rate
+        return max(0.0, claimed / rate - took_s) if rate else 0.0
 
     def stop(self) -> None:
         self._stopping = True
@@ -120,9 +138,10 @@ class Sender:
         async with self.bus.lock:
             held = tuple(sorted(self._held))
             claim = ClaimDue(self.settings.send_batch, self.settings.sending_claim_s, held)
-            claimed: list[str] = await self.bus.handle_holding_lock(claim, self._context)
-            self._held = set(claimed)
-            prepared = [await self._prepare(notification_id) for notification_id in claimed]
+            claimed: Claimed = await self.bus.handle_holding_lock(claim, self._context)
+            DUE.set(claimed.backlog)
+            self._held = set(claimed.ids)
+            prepared = await self._prepare_all(claimed.ids)
         self._held.clear()  # each one is delivered or recorded below
         limit = asyncio.Semaphore(self.settings.send_concurrency)
 
@@ -131,7 +150,24 @@ class Sender:
                 await self._deliver(item)
 
         await asyncio.gather(*(deliver(item) for item in prepared))
-        return len(claimed)
+        return len(claimed.ids)
+
+    async def _prepare_all(self, notification_ids: list[str]) -> list[Ready | RecordOutcome]:
+        """The emails of a pass, written in one transaction on reads made for all of them at once. Should one
+        fail to be written, it and those after it are written one at a time, each in its own transaction
+        and its own error handling (a failed statement leaves a PostgreSQL transaction unusable)."""
+        prepared: dict[str, Ready | RecordOutcome] = {}
+        try:
+            async with self.bus.unit_of_work() as uow:
+                await uow.notifications.preload_claimed(notification_ids)
+                for notification_id in notification_ids:
+                    prepared[notification_id] = await self._write(uow.notifications, notification_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if _is_outage(exc):
+                raise
+        return [prepared.get(i) or await self._prepare(i) for i in notification_ids]
 
     async def _prepare(self, notification_id: str) -> Ready | RecordOutcome:
         """The email of one claimed notification, or what to record instead. Whatever goes wrong here is this
@@ -240,7 +276,7 @@ class Sender:
             return
         started = time.perf_counter()
         try:
-            await send(self.settings.smtp, item.message)
+            await send(self.smtp, item.message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

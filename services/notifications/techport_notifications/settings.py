@@ -52,4 +52,7 @@ class NotificationsSettings(ServiceSettings):
     # How many due notifications one pass claims, and how many of them are sent at once.
     send_batch: int = Field(50, ge=1)
     send_concurrency: int = Field(4, ge=1)
+    # Emails a second, at most, per replica: mail providers limit senders (and a cohort's emails would take
+    # a replica's whole CPU). 0: as fast as the SMTP server takes them.
+    send_rate: float = Field(50.0, ge=0)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
