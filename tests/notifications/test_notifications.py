@@ -9,6 +9,7 @@ from datetime import datetime
 
 import httpx
 from sqlalchemy.exc import OperationalError
+from techport_notifications import handlers as handlers_module
 from techport_notifications import sender as sender_module
 from techport_notifications.handlers import RetryFailed
 from techport_shared.envelope import Origin
@@ -277,14 +278,7 @@ async def test_a_backlog_larger_than_a_pass_goes_out_at_the_send_rate_not_a_pass
     """A cohort's matches come at once, and more is due than one pass claims (two here): the passes follow
     each other as the send rate allows (four a second here), not one a poll interval (three seconds here;
     the seven emails would take four passes, over nine seconds)."""
-    started = asyncio.Event()  # the sender waits until all seven are due, so its first pass is a full one
-    real_send_due = sender_module.Sender.send_due
-
-    async def send_due_once_started(self):
-        await started.wait()
-        return await real_send_due(self)
-
-    monkeypatch.setattr(sender_module.Sender, "send_due", send_due_once_started)
+    started = _sender_held_back(monkeypatch)  # until all seven are due, so its first pass is a full one
     group = uid("notifications-backlog")
     async with running_notifications(
         db_url, kafka_topics, smtp_sink, group, send_batch=2, send_rate=4.0, poll_interval_s=3.0
@@ -295,11 +289,7 @@ async def test_a_backlog_larger_than_a_pass_goes_out_at_the_send_rate_not_a_pass
         for student in students:
             await n.match(student, vacancy, company)
 
-        async def all_due() -> bool:
-            logs = [await _log(n, who) for who in [*students, vacancy]]
-            return all(log and _epoch(log[0]["due_at"]) <= time.time() for log in logs)
-
-        await n.wait(all_due)
+        await n.wait(lambda: _all_due(n, [*students, vacancy]))
         started.set()
         begun = time.monotonic()
         await n.wait(lambda: all(n.mails_to(address) for address in addresses), timeout_s=30)
@@ -313,6 +303,54 @@ async def test_a_backlog_larger_than_a_pass_goes_out_at_the_send_rate_not_a_pass
 
 def _epoch(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
+
+
+def _sender_held_back(monkeypatch) -> asyncio.Event:
+    """The sender's passes wait until the event is set."""
+    started = asyncio.Event()
+    real_send_due = sender_module.Sender.send_due
+
+    async def send_due_once_started(self):
+        await started.wait()
+        return await real_send_due(self)
+
+    monkeypatch.setattr(sender_module.Sender, "send_due", send_due_once_started)
+    return started
+
+
+async def _all_due(n, recipients: list[str]) -> bool:
+    logs = [await _log(n, who) for who in recipients]
+    return all(log and _epoch(log[0]["due_at"]) <= time.time() for log in logs)
+
+
+async def test_a_record_that_fails_is_its_own_trouble_not_that_of_the_group_recorded_with_it(
+    notifications, monkeypatch
+) -> None:
+    """The outcomes of a group sent together are recorded in one transaction. When recording one of them
+    fails, the others are recorded one at a time: a suppressed email is told now, not when its claim lapses
+    in ten minutes."""
+    n = notifications
+    started = _sender_held_back(monkeypatch)
+    broken, unconsenting = uid("stu"), uid("stu")
+    real_finish = handlers_module._finish
+
+    async def finish_unless_broken(uow, notification, outcome, reason):
+        if notification.recipient_id == broken:
+            raise ValueError("recording broke")
+        await real_finish(uow, notification, outcome, reason)
+
+    monkeypatch.setattr(handlers_module, "_finish", finish_unless_broken)
+    company, [vacancy] = await _company_with_vacancies(n, ["Procesoperator"])
+    await n.student(broken)
+    await n.student(unconsenting, email_consent=False)
+    for student in (broken, unconsenting):
+        await n.match(student, vacancy, company)
+    await n.wait(lambda: _all_due(n, [broken, unconsenting, vacancy]))
+    started.set()
+    [suppressed] = await n.notices(lambda e: e.type == SUPPRESSED and e.data["recipient_id"] == unconsenting)
+    assert suppressed.data["reason"] == "no email consent"
+    await n.notices(lambda e: e.type == SENT and e.data["recipient_id"] == vacancy)
+    assert len(n.mails_to(f"{broken}@")) == 1  # sent, once; its record is what failed
 
 
 async def test_an_email_that_cannot_be_written_fails_alone_in_a_pass_written_together(

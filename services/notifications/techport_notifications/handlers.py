@@ -329,12 +329,32 @@ async def claim_due(command: ClaimDue, uow: NotificationsUnitOfWork, context: Co
     return Claimed(claimed, backlog)
 
 
+@dataclass(frozen=True)
+class RecordOutcomes:
+    """What became of several notifications (a group sent together), recorded in one transaction."""
+
+    outcomes: tuple[RecordOutcome, ...]
+
+
 async def record_outcome(command: RecordOutcome, uow: NotificationsUnitOfWork, context: Context) -> None:
+    await record_outcomes(RecordOutcomes((command,)), uow, context)
+
+
+async def record_outcomes(command: RecordOutcomes, uow: NotificationsUnitOfWork, context: Context) -> None:
+    await uow.notifications.preload_outcomes([outcome.notification_id for outcome in command.outcomes])
+    finished = [(outcome.outcome, await _record(outcome, uow)) for outcome in command.outcomes]
+    await uow.commit()
+    for outcome, template in finished:
+        if template is not None and outcome in ("sent", "suppressed", "failed"):
+            NOTIFICATIONS.labels(outcome, template).inc()
+
+
+async def _record(command: RecordOutcome, uow: NotificationsUnitOfWork) -> str | None:
+    """Apply one outcome; the notification's template, or None when there was nothing left to record."""
     repo = uow.notifications
     notification: NotificationRow | None = await repo.get(NotificationRow, command.notification_id)
     if notification is None or notification.status not in ("pending", "sending"):
-        await uow.commit()
-        return  # already recorded (a retry of this record after the database came back)
+        return None  # already recorded (a retry of this record after the database came back)
     if command.outcome == "drop":
         await repo.delete(notification)
     elif command.outcome == "retry":
@@ -349,9 +369,7 @@ async def record_outcome(command: RecordOutcome, uow: NotificationsUnitOfWork, c
         repo.add(notification)
     else:
         await _finish(uow, notification, command.outcome, command.reason)
-    await uow.commit()
-    if command.outcome in ("sent", "suppressed", "failed"):
-        NOTIFICATIONS.labels(command.outcome, notification.template).inc()
+    return notification.template
 
 
 def _error_text(reason: str | None) -> str:
@@ -409,4 +427,5 @@ HANDLERS: dict[type, Callable[..., Awaitable[Any]]] = {
     RetryFailed: retry_failed,
     ClaimDue: claim_due,
     RecordOutcome: record_outcome,
+    RecordOutcomes: record_outcomes,
 }

@@ -38,7 +38,7 @@ from techport_notifications.domain import (
     mail_address,
     verdict,
 )
-from techport_notifications.handlers import ClaimDue, Claimed, RecordOutcome
+from techport_notifications.handlers import ClaimDue, Claimed, RecordOutcome, RecordOutcomes
 from techport_notifications.mailer import SmtpConnections, Unsubscribes, build_message, render, send
 from techport_notifications.metrics import DIGEST_SIZE, DUE, SEND_RETRIES, SEND_SECONDS
 from techport_notifications.settings import NotificationsSettings
@@ -143,13 +143,12 @@ class Sender:
             self._held = set(claimed.ids)
             prepared = await self._prepare_all(claimed.ids)
         self._held.clear()  # each one is delivered or recorded below
-        limit = asyncio.Semaphore(self.settings.send_concurrency)
-
-        async def deliver(item: Ready | RecordOutcome) -> None:
-            async with limit:
-                await self._deliver(item)
-
-        await asyncio.gather(*(deliver(item) for item in prepared))
+        # NOTIFICATIONS_SEND_CONCURRENCY at once; each group's outcomes recorded together once it is through
+        # (a transaction a group, not one an email), before the next group goes.
+        size = self.settings.send_concurrency
+        for start in range(0, len(prepared), size):
+            group = prepared[start : start + size]
+            await self._record_group(list(await asyncio.gather(*(self._deliver(item) for item in group))))
         return len(claimed.ids)
 
     async def _prepare_all(self, notification_ids: list[str]) -> list[Ready | RecordOutcome]:
@@ -270,10 +269,10 @@ class Sender:
                 described.append(entry)
         return described
 
-    async def _deliver(self, item: Ready | RecordOutcome) -> None:
+    async def _deliver(self, item: Ready | RecordOutcome) -> RecordOutcome:
+        """Send one email; what to record of it."""
         if isinstance(item, RecordOutcome):
-            await self._record(item)
-            return
+            return item
         started = time.perf_counter()
         try:
             await send(self.smtp, item.message)
@@ -283,20 +282,36 @@ class Sender:
             permanent, reason = smtp_failure(exc)
             attempts = item.attempts + 1
             if permanent or attempts >= self.settings.send_attempts:
-                await self._record(RecordOutcome(item.notification_id, "failed", reason))
-                return
+                return RecordOutcome(item.notification_id, "failed", reason)
             SEND_RETRIES.inc()
             wait = backoff_s(attempts, self.settings.backoff_initial_s, self.settings.backoff_max_s)
-            await self._record(RecordOutcome(item.notification_id, "retry", reason, wait))
             log.warning(
                 "email not accepted; will retry", notification_id=item.notification_id, retry_in_s=wait
             )
-            return
+            return RecordOutcome(item.notification_id, "retry", reason, wait)
         self._accepted.add(item.notification_id)
         SEND_SECONDS.observe(time.perf_counter() - started)
         DIGEST_SIZE.observe(item.items)
-        if await self._record(RecordOutcome(item.notification_id, "sent")):
-            self._accepted.discard(item.notification_id)
+        return RecordOutcome(item.notification_id, "sent")
+
+    async def _record_group(self, outcomes: list[RecordOutcome]) -> None:
+        """Record a group's outcomes in one transaction. Should that fail for anything but an outage, they
+        are recorded one at a time, so that what goes wrong with one record is that one's alone."""
+        try:
+            await self.bus.handle(RecordOutcomes(tuple(outcomes)), self._context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if len(outcomes) > 1 and not _is_outage(exc):
+                for outcome in outcomes:
+                    if await self._record(outcome) and outcome.outcome == "sent":
+                        self._accepted.discard(outcome.notification_id)
+                return
+            # Recorded at the next pass (a sent one from `_accepted`; the others when their claim lapses).
+            ids = [outcome.notification_id for outcome in outcomes]
+            log.warning("recording deliveries failed", notification_ids=ids, error=scrub(repr(exc)))
+            return
+        self._accepted.difference_update(o.notification_id for o in outcomes if o.outcome == "sent")
 
     async def _record(self, outcome: RecordOutcome) -> bool:
         try:

@@ -265,12 +265,9 @@ class NotificationsRepository:
             )
         return [item for item in rows if not item.details.get("erased")]
 
-    async def preload_claimed(self, notification_ids: list[str]) -> None:
-        """What writing a pass's claimed emails reads, in a query per table rather than a few per email: the
-        notifications, their items, their recipients (and whether they unsubscribed or were erased), and the
-        vacancies, organisations and candidates their items name."""
+    async def preload_outcomes(self, notification_ids: list[str]) -> None:
+        """The notifications and their items, in a query each: what recording their outcomes reads."""
         await self.rows.load(NotificationRow, notification_ids)
-        notifications = [n for i in notification_ids if (n := await self.rows.get(NotificationRow, i))]
         found = await self.session.scalars(
             select(NotificationItemRow)
             .where(col(NotificationItemRow.notification_id).in_(notification_ids))
@@ -279,6 +276,13 @@ class NotificationsRepository:
         self._claimed_items.update({i: [] for i in notification_ids})
         for item in found:
             self._claimed_items[item.notification_id].append(item)
+
+    async def preload_claimed(self, notification_ids: list[str]) -> None:
+        """What writing a pass's claimed emails reads, in a query per table rather than a few per email: the
+        notifications, their items, their recipients (and whether they unsubscribed or were erased), and the
+        vacancies, organisations and candidates their items name."""
+        await self.preload_outcomes(notification_ids)
+        notifications = [n for i in notification_ids if (n := await self.rows.get(NotificationRow, i))]
         details = [item.details for items in self._claimed_items.values() for item in items]
         recipients = {(n.recipient_kind, n.recipient_id) for n in notifications}
         recipients |= {(STUDENT, d["student_id"]) for d in details if isinstance(d.get("student_id"), str)}
