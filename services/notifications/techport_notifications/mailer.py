@@ -231,7 +231,6 @@ class SmtpConnections:
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self._idle: list[tuple[aiosmtplib.SMTP, float, int]] = []  # connection, idle since, emails sent
-        self.opened = 0  # connections made, for the operator's log and the tests
 
     async def send(self, message: EmailMessage) -> None:
         """Send over SMTP. An address that needs SMTPUTF8 goes out with it where the server offers it; where
@@ -298,7 +297,6 @@ class SmtpConnections:
         except BaseException:
             smtp.close()  # connected, then refused at STARTTLS or login
             raise
-        self.opened += 1
         return smtp
 
 

@@ -124,7 +124,7 @@ class NotificationsRepository:
         self._counts: dict[str, int] = {}
         self._items: set[tuple[str, str, str]] = set()
         self._subjects: set[str] = set()  # subjects whose items are all in `_items`
-        self._claimed_items: dict[str, list[NotificationItemRow]] = {}  # read ahead by `preload_claimed`
+        self._claimed_items: dict[str, list[NotificationItemRow]] = {}  # read ahead by `preload_outcomes`
 
     def forget(self) -> None:
         """The transaction rolled back: what it knew of digests may be undone."""
