@@ -236,26 +236,23 @@ class SmtpConnections:
         """Send over SMTP. An address that needs SMTPUTF8 goes out with it where the server offers it; where
         it does not, aiosmtplib raises SMTPNotSupported, which the sender records as a failure with its
         reason."""
-        kept = await self._take()
+        kept = self._take()
         if kept is not None:
-            smtp, sent = kept
             try:
-                await smtp.send_message(message)
-            except aiosmtplib.SMTPServerDisconnected:
-                smtp.close()  # the server let it go while it waited: once more, on a new connection
-            except BaseException:
-                smtp.close()
-                raise
-            else:
-                await self._keep(smtp, sent + 1)
+                await self._send_on(*kept, message)
                 return
-        smtp = await self._connect()
+            except aiosmtplib.SMTPServerDisconnected:
+                pass  # the server let it go while it waited: once more, on a new connection
+        await self._send_on(await self._connect(), 0, message)
+
+    async def _send_on(self, smtp: aiosmtplib.SMTP, sent: int, message: EmailMessage) -> None:
+        """Send on `smtp` (which has carried `sent` emails), then keep it; closed on any failure."""
         try:
             await smtp.send_message(message)
         except BaseException:
             smtp.close()
             raise
-        await self._keep(smtp, 1)
+        await self._keep(smtp, sent + 1)
 
     def close(self) -> None:
         """Drop the kept connections (at shutdown: a server takes a connection closed without QUIT)."""
@@ -263,7 +260,7 @@ class SmtpConnections:
         for smtp, _, _ in idle:
             smtp.close()
 
-    async def _take(self) -> tuple[aiosmtplib.SMTP, int] | None:
+    def _take(self) -> tuple[aiosmtplib.SMTP, int] | None:
         while self._idle:
             smtp, since, sent = self._idle.pop()
             if smtp.is_connected and time.monotonic() - since < self.IDLE_S:

@@ -131,9 +131,8 @@ class Sender:
         self._stopping = True
 
     async def send_due(self) -> int:
-        for notification_id in sorted(self._accepted):
-            if await self._record(RecordOutcome(notification_id, "sent")):
-                self._accepted.discard(notification_id)
+        if self._accepted:  # accepted by the SMTP server earlier, not yet recorded: the database was away
+            await self._record_group([RecordOutcome(i, "sent") for i in sorted(self._accepted)])
         # The consumers take turns with the claim and the writing: no item joins a digest being claimed.
         async with self.bus.lock:
             held = tuple(sorted(self._held))

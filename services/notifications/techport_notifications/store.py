@@ -114,6 +114,11 @@ tables = messaging_tables(metadata)
 SENDABLE = ("pending", "sending")
 
 
+def _due(moment: datetime) -> tuple[Any, ...]:
+    """A notification a sender may claim at `moment`: pending, or a send whose claim has lapsed."""
+    return (col(NotificationRow.status).in_(SENDABLE), col(NotificationRow.due_at) <= moment)
+
+
 class NotificationsRepository:
     def __init__(self, session: AsyncSession, rows: HeldRows) -> None:
         self.session = session
@@ -256,26 +261,25 @@ class NotificationsRepository:
         """What the notification still reports on: items about an erased student are left out."""
         rows = self._claimed_items.get(notification_id)
         if rows is None:
-            rows = list(
-                await self.session.scalars(
-                    select(NotificationItemRow)
-                    .where(col(NotificationItemRow.notification_id) == notification_id)
-                    .order_by(col(NotificationItemRow.id))
-                )
-            )
+            rows = (await self._read_items([notification_id]))[notification_id]
         return [item for item in rows if not item.details.get("erased")]
 
-    async def preload_outcomes(self, notification_ids: list[str]) -> None:
-        """The notifications and their items, in a query each: what recording their outcomes reads."""
-        await self.rows.load(NotificationRow, notification_ids)
+    async def _read_items(self, notification_ids: list[str]) -> dict[str, list[NotificationItemRow]]:
+        """The items of these notifications, each's in the order they were recorded."""
         found = await self.session.scalars(
             select(NotificationItemRow)
             .where(col(NotificationItemRow.notification_id).in_(notification_ids))
             .order_by(col(NotificationItemRow.id))
         )
-        self._claimed_items.update({i: [] for i in notification_ids})
+        items: dict[str, list[NotificationItemRow]] = {i: [] for i in notification_ids}
         for item in found:
-            self._claimed_items[item.notification_id].append(item)
+            items[item.notification_id].append(item)
+        return items
+
+    async def preload_outcomes(self, notification_ids: list[str]) -> None:
+        """The notifications and their items, in a query each: what recording their outcomes reads."""
+        await self.rows.load(NotificationRow, notification_ids)
+        self._claimed_items.update(await self._read_items(notification_ids))
 
     async def preload_claimed(self, notification_ids: list[str]) -> None:
         """What writing a pass's claimed emails reads, in a query per table rather than a few per email: the
@@ -284,10 +288,11 @@ class NotificationsRepository:
         await self.preload_outcomes(notification_ids)
         notifications = [n for i in notification_ids if (n := await self.rows.get(NotificationRow, i))]
         details = [item.details for items in self._claimed_items.values() for item in items]
-        recipients = {(n.recipient_kind, n.recipient_id) for n in notifications}
-        recipients |= {(STUDENT, d["student_id"]) for d in details if isinstance(d.get("student_id"), str)}
+        addressed = {(n.recipient_kind, n.recipient_id) for n in notifications}
+        candidates = {(STUDENT, d["student_id"]) for d in details if isinstance(d.get("student_id"), str)}
+        recipients = addressed | candidates
         await self.rows.load(RecipientRow, recipients)
-        await self.rows.load(UnsubscribeRow, {(n.recipient_kind, n.recipient_id) for n in notifications})
+        await self.rows.load(UnsubscribeRow, addressed)
         await self.rows.load(ErasedRow, {i for kind, i in recipients if kind == STUDENT})
         vacancies = {d["vacancy_id"] for d in details if isinstance(d.get("vacancy_id"), str)}
         await self.rows.load(VacancyInfoRow, vacancies)
@@ -308,21 +313,18 @@ class NotificationsRepository:
         due = list(
             await self.session.scalars(
                 select(col(NotificationRow.notification_id))
-                .where(col(NotificationRow.status).in_(SENDABLE), col(NotificationRow.due_at) <= moment)
+                .where(*_due(moment))
                 .order_by(col(NotificationRow.due_at))
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
         )
-        still_due = (col(NotificationRow.status).in_(SENDABLE), col(NotificationRow.due_at) <= moment)
-        return renewed + [i for i in due if await self._take(i, until, *still_due)]
+        return renewed + [i for i in due if await self._take(i, until, *_due(moment))]
 
     async def due_count(self) -> int:
         """How many notifications are due and claimed by nobody: what the senders have still to do."""
-        due = (col(NotificationRow.status).in_(SENDABLE), col(NotificationRow.due_at) <= now())
-        return int(
-            await self.session.scalar(select(func.count()).select_from(NotificationRow).where(*due)) or 0
-        )
+        count = select(func.count()).select_from(NotificationRow).where(*_due(now()))
+        return int(await self.session.scalar(count) or 0)
 
     async def _take(self, notification_id: str, until: datetime, *still: Any) -> bool:
         """Mark one notification `sending` until `until`, if it still meets `still` (a conditional update)."""
