@@ -73,7 +73,9 @@ async def test_keys_are_cached_for_seconds_and_identity_tokens_reused(tmp_path) 
     engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
-    settings = GatewaySettings(operator_key="op-key", identity_secret="s" * 32, key_cache_s=0.2)
+    # Two seconds: the revocation's own transaction must fit inside it on a loaded CI machine (with 0.2 s it
+    # did not, once).
+    settings = GatewaySettings(operator_key="op-key", identity_secret="s" * 32, key_cache_s=2.0)
     gateway = Gateway.create(settings, session_factory(engine))
     async with gateway.sessions() as session:
         KeyRepository(session).add("abc123def456", "school-a", domain.digest("secret"))
@@ -83,7 +85,7 @@ async def test_keys_are_cached_for_seconds_and_identity_tokens_reused(tmp_path) 
         await KeyRepository(session).revoke("abc123def456")
         await session.commit()
     assert (await gateway.key("abc123def456")).revoked is False  # cached, for a moment
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(2.1)
     assert (await gateway.key("abc123def456")).revoked is True  # and then read again
     first = gateway.token(organisation("school-a"))
     assert gateway.token(organisation("school-a")) == first  # reused while it has life left
