@@ -85,6 +85,8 @@ def check_json(raw: bytes, field: str = "data", max_bytes: int = MAX_EVENT_BYTES
     """Refuse input over the size or depth bounds before it is parsed."""
     if len(raw) > max_bytes:
         raise InputTooLarge(field, f"is {len(raw)} bytes; at most {max_bytes} are accepted")
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return  # cannot nest deeper than it has brackets: an ordinary event is not scanned at all
     depth = json_depth(raw)
     if depth > MAX_JSON_DEPTH:
         raise InputTooLarge(field, f"nests {depth} deep; at most {MAX_JSON_DEPTH} levels are accepted")

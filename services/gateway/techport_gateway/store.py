@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
-from techport_shared.db import utc_field
+from techport_shared.db import RowInit, utc_field
 
 
-class GatewayTable(SQLModel, registry=registry()):
+class GatewayTable(RowInit, SQLModel, registry=registry()):
     """Base of the gateway's tables: their own MetaData."""
 
 

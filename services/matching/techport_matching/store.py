@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
-from techport_shared.db import HeldRows, json_field, now, utc_field
+from techport_shared.db import HeldRows, RowInit, json_field, now, utc_field
 from techport_shared.events import MatchFound, dump
 from techport_shared.messaging import messaging_tables
 from techport_shared.uow import UnitOfWork
@@ -29,7 +29,7 @@ from techport_shared.uow import UnitOfWork
 from techport_matching.domain import StudentProfile, VacancyProfile
 
 
-class MatchingTable(SQLModel, registry=registry()):
+class MatchingTable(RowInit, SQLModel, registry=registry()):
     """Base of matching's tables: their own MetaData, so only they go into matching's database."""
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
-from techport_shared.db import HeldRows, aware, json_field, utc_field
+from techport_shared.db import HeldRows, RowInit, aware, json_field, utc_field
 from techport_shared.messaging import messaging_tables
 from techport_shared.sealing import new_key
 from techport_shared.topics import STUDENTS
@@ -22,7 +22,7 @@ from techport_shared.uow import UnitOfWork
 from techport_members.domain import OrganisationState, StudentState, VacancyState
 
 
-class MembersTable(SQLModel, registry=registry()):
+class MembersTable(RowInit, SQLModel, registry=registry()):
     """Base of members' tables: their own MetaData, so only they go into members' database."""
 
 

@@ -14,14 +14,14 @@ from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint, delete, func, sel
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
-from techport_shared.db import HeldRows, json_field, now, utc_field
+from techport_shared.db import HeldRows, RowInit, json_field, now, utc_field
 from techport_shared.messaging import messaging_tables
 from techport_shared.uow import UnitOfWork
 
 from techport_notifications.domain import STUDENT, Recipient
 
 
-class NotificationsTable(SQLModel, registry=registry()):
+class NotificationsTable(RowInit, SQLModel, registry=registry()):
     """Base of notifications' tables: their own MetaData, so only they go into notifications' database."""
 
 
@@ -389,6 +389,8 @@ class NotificationsRepository:
                 col(UnsubscribeRow.kind) == STUDENT, col(UnsubscribeRow.recipient_id) == student_id
             )
         )
+        self.rows.deleted(RecipientRow, (STUDENT, student_id))
+        self.rows.deleted(UnsubscribeRow, (STUDENT, student_id))
         pending = list(
             await self.session.scalars(
                 select(col(NotificationRow.notification_id)).where(
@@ -415,6 +417,8 @@ class NotificationsRepository:
             await self.session.execute(
                 delete(NotificationRow).where(col(NotificationRow.notification_id).in_(pending))
             )
+            for notification_id in pending:
+                self.rows.deleted(NotificationRow, notification_id)
 
 
 class NotificationsUnitOfWork(UnitOfWork):
