@@ -79,10 +79,10 @@ run: install kafka-jars
 
 # Three workers (pytest-xdist), a module per worker at a time: much of the suite waits on brokers, outages
 # and timers, so on two cores three workers take about half the time of one (measured: ~850 s -> 457 s).
-# TEST_WORKERS=0 runs it in one process.
+# TEST_WORKERS=0 runs it in one process. The slowest tests are listed at the end, to keep the time in view.
 TEST_WORKERS ?= 3
 test: install kafka-jars deploy-tools
-	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope --durations=15
 
 test-fast: install
 	$(RUN) pytest -m "not kafka and not postgres"
