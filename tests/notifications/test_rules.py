@@ -80,6 +80,28 @@ def test_an_email_is_the_same_bytes_with_the_header_classes_kept(name: str, subj
     assert kept == standard
 
 
+def test_the_unsubscribe_link_goes_out_on_one_line_as_written_not_as_encoded_words() -> None:
+    """Mail clients find the one-click unsubscribe URL in the raw header: folded into RFC 2047 words (what
+    the standard policy does with a token longer than a line) it was not found."""
+    url = "https://techport.example.nl/api/v1/unsubscribe?token=." + "eJwVyksOgCAMRdG9dCwJnwjE3QC" * 6
+    rendered = Rendered("Nieuwe vacatures", "Er is een match.\n", "<p>Er is een match.</p>")
+    message = build_message(
+        "Techport <noreply@techport.nl>",
+        "Jan",
+        mail_address("jan@example.nl"),
+        "<id@techport.nl>",
+        rendered,
+        url,
+        "corr-1",
+    )
+    raw = flatten_message(message)
+    assert f"\r\nList-Unsubscribe: <{url}>\r\n".encode() in raw
+    assert b"=?utf-8?" not in raw
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["List-Unsubscribe"] == f"<{url}>"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
 def test_addresses_as_smtp_takes_them() -> None:
     assert str(mail_address("jan@bücher.nl")) == "jan@xn--bcher-kva.nl"  # IDNA: every server takes it
     assert not mail_address("jan@bücher.nl").needs_smtputf8
