@@ -182,7 +182,7 @@ async def _demo(endpoints: dict[str, Any], operator_key: str, students: int, see
     producer = AIOKafkaProducer(bootstrap_servers=endpoints["kafka"], acks="all")
     await producer.start()
     try:
-        async with httpx.AsyncClient(timeout=20) as client:
+        async with httpx.AsyncClient(timeout=20, transport=PatientTransport()) as client:
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
             ) as bar:
@@ -251,6 +251,29 @@ async def _demo(endpoints: dict[str, Any], operator_key: str, students: int, see
         f"Captured email: [bold]{endpoints.get('mail_dir')}[/] (one .eml per message; digests go out "
         f"after NOTIFY_DIGEST_SECONDS)"
     )
+
+
+class PatientTransport(httpx.AsyncBaseTransport):
+    """What a well-behaved partner client does when the gateway says 429: waits the `Retry-After` it gives,
+    then asks again (a few times at most). A school's key may send 20 requests a second; the demo's students
+    go faster than that once they are already there (a second demo), and the demo stopped on the first 429."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport | None = None, attempts: int = 6) -> None:
+        self._inner = inner or httpx.AsyncHTTPTransport()
+        self._attempts = attempts
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(self._attempts - 1):
+            response = await self._inner.handle_async_request(request)
+            if response.status_code != 429:
+                return response
+            await response.aclose()
+            retry_after = response.headers.get("Retry-After", "1")
+            await asyncio.sleep(min(60.0, float(retry_after)) if retry_after.isdigit() else 1.0)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _bearer(key: str) -> dict[str, str]:
