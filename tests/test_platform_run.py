@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,7 +124,9 @@ def _run_guide(guide: str, tmp_path: Path, endpoints: dict, var: Path, env: dict
     (work / "examples").symlink_to(ROOT / "examples")
     shim = work / "bin" / "uv"
     shim.parent.mkdir()
-    uv = os.environ.get("UV") or "uv"
+    # The real uv by its path: a bare "uv" would find this shim first on the guide's PATH and call itself
+    # for good (outside `uv run`, which sets UV).
+    uv = os.environ.get("UV") or shutil.which("uv") or "uv"
     shim.write_text(
         f'#!/bin/bash\nif [ "$1" = run ]; then shift; exec "{uv}" run --frozen --project "{ROOT}" "$@"; fi\n'
         f'exec "{uv}" "$@"\n'
