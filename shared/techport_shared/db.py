@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,7 +16,7 @@ from sqlalchemy import event, select, tuple_
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import attributes, configure_mappers, instrumentation
+from sqlalchemy.orm import attributes, instrumentation
 from sqlmodel._compat import finish_init
 
 from techport_shared import sqlite_driver
@@ -128,13 +129,12 @@ class RowInit:
     def __init__(self, **values: Any) -> None:
         if not finish_init.get():  # SQLModel's model_validate builds the row itself
             return
+        # Configured by now: SQLAlchemy's constructor fired the init event, which configures the mappers.
+        columns = _columns(type(self))
+        assert columns is not None
         state = attributes.instance_state(self)
         given = set(values)
-        fields = _row_fields(type(self))
-        if not fields:  # configured by now (the instance's init event does it); asked again
-            configure_mappers()
-            fields = _row_fields(type(self))
-        for name, impl, field in fields:
+        for name, impl, field in columns.fields:
             if name in values:
                 value = values.pop(name)
             elif field.is_required():
@@ -147,7 +147,8 @@ class RowInit:
         object.__setattr__(self, "__pydantic_fields_set__", given)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        impl = _row_impls(type(self)).get(name)
+        columns = _columns(type(self))
+        impl = columns.impls.get(name) if columns is not None else None
         if impl is None:  # not a column: SQLModel's way (its instance state, pydantic's private attributes)
             super().__setattr__(name, value)
             return
@@ -158,31 +159,29 @@ class RowInit:
         fields_set.add(name)
 
 
-_ROW_FIELDS: dict[type[Any], list[tuple[str, Any, Any]]] = {}
-_ROW_IMPLS: dict[type[Any], dict[str, Any]] = {}
+@dataclass(frozen=True)
+class _Columns:
+    """A table model's fields, each with its SQLAlchemy attribute (`impls`: the same, by name)."""
+
+    fields: list[tuple[str, Any, Any]]
+    impls: dict[str, Any]
 
 
-def _row_fields(model: type[Any]) -> list[tuple[str, Any, Any]]:
-    """Each field of a table model with its SQLAlchemy attribute, worked out once per model."""
-    fields = _ROW_FIELDS.get(model)
-    if fields is None:
+_COLUMNS: dict[type[Any], _Columns] = {}
+
+
+def _columns(model: type[Any]) -> _Columns | None:
+    """Worked out once per model; None while its mappers are not configured (the first row's own instance
+    state is being installed)."""
+    columns = _COLUMNS.get(model)
+    if columns is None:
         manager = instrumentation.manager_of_class(model)
         model_fields: dict[str, Any] = model.model_fields
         fields = [(name, manager[name].impl, f) for name, f in model_fields.items()]
         if any(impl is None for _name, impl, _field in fields):
-            return []  # the mappers are not configured yet (the first row's own state being installed)
-        _ROW_FIELDS[model] = fields
-    return fields
-
-
-def _row_impls(model: type[Any]) -> dict[str, Any]:
-    """The SQLAlchemy attribute of each field of a table model, by name."""
-    impls = _ROW_IMPLS.get(model)
-    if impls is None:
-        impls = {name: impl for name, impl, _field in _row_fields(model)}
-        if impls:
-            _ROW_IMPLS[model] = impls
-    return impls
+            return None
+        columns = _COLUMNS[model] = _Columns(fields, {name: impl for name, impl, _field in fields})
+    return columns
 
 
 def aware(value: datetime) -> datetime:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from techport_notifications import handlers as handlers_module
 from techport_notifications import sender as sender_module
 from techport_notifications.handlers import RetryFailed
+from techport_notifications.mailer import SmtpConnections
 from techport_shared.envelope import Origin
 from techport_shared.events import ce_type
 from techport_shared.identity import OPERATOR
@@ -188,10 +189,10 @@ async def test_the_database_gone_right_after_the_smtp_server_accepted_sends_no_s
     n = notifications
     loop = asyncio.get_running_loop()
     outage = {"until": 0.0, "refused": 0}
-    real_send, real_commit = sender_module.send, UnitOfWork.commit
+    real_send, real_commit = SmtpConnections.send, UnitOfWork.commit
 
-    async def send_then_lose_the_database(settings, message) -> None:
-        await real_send(settings, message)
+    async def send_then_lose_the_database(connections, message) -> None:
+        await real_send(connections, message)
         outage["until"] = loop.time() + 1.5
 
     async def commit_unless_away(self) -> None:
@@ -200,7 +201,7 @@ async def test_the_database_gone_right_after_the_smtp_server_accepted_sends_no_s
             raise OperationalError("COMMIT", {}, ConnectionResetError("the database went away"))
         await real_commit(self)
 
-    monkeypatch.setattr(sender_module, "send", send_then_lose_the_database)
+    monkeypatch.setattr(SmtpConnections, "send", send_then_lose_the_database)
     monkeypatch.setattr(UnitOfWork, "commit", commit_unless_away)
     student = uid("stu")
     email = await n.student(student)
@@ -247,10 +248,10 @@ async def test_a_send_whose_sender_stopped_mid_send_goes_out_when_its_claim_laps
     group = uid("notifications-claim")
     never = asyncio.Event()
 
-    async def hang(settings, message) -> None:
+    async def hang(connections, message) -> None:
         await never.wait()
 
-    monkeypatch.setattr(sender_module, "send", hang)
+    monkeypatch.setattr(SmtpConnections, "send", hang)
     student = uid("stu")
     async with running_notifications(db_url, kafka_topics, smtp_sink, group, sending_claim_s=2.0) as before:
         email = await before.student(student)

@@ -174,8 +174,9 @@ class _OneLineHeader(UnstructuredHeader, BaseHeader):
     plain printable ASCII is folded the standard way."""
 
     def fold(self, *, policy: Any) -> str:
-        line = f"{self.name}: {self}"
-        if str(self).isascii() and str(self).isprintable() and len(line) <= 998:
+        value = str(self)
+        line = f"{self.name}: {value}"
+        if value.isascii() and value.isprintable() and len(line) <= 998:
             return line + policy.linesep
         return super().fold(policy=policy)
 
@@ -313,7 +314,3 @@ class SmtpConnections:
             smtp.close()  # connected, then refused at STARTTLS or login
             raise
         return smtp
-
-
-async def send(connections: SmtpConnections, message: EmailMessage) -> None:
-    await connections.send(message)

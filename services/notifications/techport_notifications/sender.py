@@ -1,7 +1,7 @@
 """The sender: claims what is due (a pass, at most NOTIFICATIONS_SEND_BATCH), writes the pass's emails on
 reads made for all of them, sends them concurrently over kept SMTP connections (at most NOTIFICATIONS_SEND_
-CONCURRENCY at once, at most NOTIFICATIONS_SEND_RATE a second), and records what became of each, one
-notification at a time.
+CONCURRENCY at once, at most NOTIFICATIONS_SEND_RATE a second), and records what became of them, a group
+of sends in one transaction.
 
 Every step from recipient to SMTP is inside one notification's error handling: an address that cannot be
 used, a template that fails, a server that refuses for good, each makes that one notification failed with
@@ -39,7 +39,7 @@ from techport_notifications.domain import (
     verdict,
 )
 from techport_notifications.handlers import ClaimDue, Claimed, RecordOutcome, RecordOutcomes
-from techport_notifications.mailer import SmtpConnections, Unsubscribes, build_message, render, send
+from techport_notifications.mailer import SmtpConnections, Unsubscribes, build_message, render
 from techport_notifications.metrics import DIGEST_SIZE, DUE, SEND_RETRIES, SEND_SECONDS
 from techport_notifications.settings import NotificationsSettings
 from techport_notifications.store import (
@@ -274,7 +274,7 @@ class Sender:
             return item
         started = time.perf_counter()
         try:
-            await send(self.smtp, item.message)
+            await self.smtp.send(item.message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
