@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import fcntl
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import event, select, tuple_
+from sqlalchemy import ColumnElement, and_, event, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -238,14 +238,36 @@ class HeldRows:
         if not wanted:
             return
         columns = sa_inspect(model).primary_key
-        condition = columns[0].in_(wanted) if len(columns) == 1 else tuple_(*columns).in_(list(wanted))
-        for row in (await self.session.scalars(select(model).where(condition))).all():
-            self._held[(model, _key_of(row))] = row
+        for condition in keys_in(columns, wanted if len(columns) > 1 else [(k,) for k in wanted]):
+            for row in (await self.session.scalars(select(model).where(condition))).all():
+                self._held[(model, _key_of(row))] = row
         self._absent.update((model, k) for k in wanted if (model, k) not in self._held)
 
     def forget(self) -> None:
         self._held.clear()
         self._absent.clear()
+
+
+def keys_in(
+    columns: Sequence[ColumnElement[Any]], keys: Iterable[tuple[Any, ...]], chunk: int = 500
+) -> list[ColumnElement[bool]]:
+    """Conditions that together select the rows whose (`columns`) are among `keys`, each answered by a search
+    of an index on `columns`: one query per condition.
+
+    Not `tuple_(*columns).in_(keys)`: SQLite answers a row value IN a list by scanning the whole index (its
+    plan says SCAN ... USING COVERING INDEX), so a batch's read would cost as much as the table is long and
+    grow with every event ever handled. Keys are grouped by all but their last part instead, which is how
+    they come (a batch's events share a consumer and a source): `a = ? AND b = ? AND c IN (...)`."""
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for key in keys:
+        groups.setdefault(tuple(key[:-1]), []).append(key[-1])
+    *leading, last = columns
+    conditions: list[ColumnElement[bool]] = []
+    for prefix, values in groups.items():
+        for start in range(0, len(values), chunk):
+            part = last.in_(values[start : start + chunk])
+            conditions.append(and_(*(c == v for c, v in zip(leading, prefix, strict=True)), part))
+    return conditions
 
 
 def _key_of(row: Any) -> Any:

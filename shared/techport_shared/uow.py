@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from techport_shared.db import HeldRows, SessionFactory
+from techport_shared.db import HeldRows, SessionFactory, keys_in
 from techport_shared.envelope import Envelope, to_binary
 from techport_shared.messaging import MessagingTables
 
@@ -158,13 +158,9 @@ class UnitOfWork:
         concurrent mark still fails the batch's commit, as without it)."""
         table = self._tables.processed
         self._read_ahead = dict.fromkeys(keys, False)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            rows = await self._db.execute(
-                select(table.c.consumer, table.c.ce_source, table.c.ce_id).where(
-                    tuple_(table.c.consumer, table.c.ce_source, table.c.ce_id).in_(chunk)
-                )
-            )
+        key = (table.c.consumer, table.c.ce_source, table.c.ce_id)
+        for condition in keys_in(key, keys):
+            rows = await self._db.execute(select(*key).where(condition))
             self._read_ahead.update(((r[0], r[1], r[2]), True) for r in rows)
 
     async def processed(self, consumer: str, source: str, event_id: str) -> bool:

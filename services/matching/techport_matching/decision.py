@@ -197,10 +197,9 @@ async def _maybe_propose(
     repo = uow.matching
     if await repo.partnership_between(company_id, school_id) is not None:
         return
-    matches = await repo.pair_matches(company_id, school_id)
-    if len(matches) >= settings.partnership_min_matches:
-        # The match that reached the threshold proposes it, on the matches up to it (a batch may make more).
-        first = sorted(matches, key=lambda m: (m.created_at, m.match_id))[: settings.partnership_min_matches]
+    # The match that reached the threshold proposes it, on the matches up to it (a batch may make more).
+    first = await repo.pair_matches(company_id, school_id, first=settings.partnership_min_matches)
+    if len(first) >= settings.partnership_min_matches:
         await propose(uow, company_id, school_id, "system", first, origin)
 
 

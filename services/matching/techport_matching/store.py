@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
+from sqlalchemy.schema import Index
 from sqlmodel import Field, SQLModel, col
 from techport_shared.db import HeldRows, RowInit, json_field, now, utc_field
 from techport_shared.events import MatchFound, dump
@@ -167,7 +168,10 @@ class ChangeCounterRow(MatchingTable, table=True):
 
 class MatchRow(MatchingTable, table=True):
     __tablename__ = "matches"
-    __table_args__ = (UniqueConstraint("student_id", "vacancy_id", name="uq_matches_pair"),)
+    __table_args__ = (  # a company's matches with a school: asked for each pair a decision matches
+        UniqueConstraint("student_id", "vacancy_id", name="uq_matches_pair"),
+        Index("ix_matches_organisation_school", "organisation_id", "school_id"),
+    )
     match_id: str = Field(primary_key=True, max_length=64)
     student_id: str = Field(max_length=64, index=True)
     vacancy_id: str = Field(max_length=64, index=True)
@@ -424,13 +428,11 @@ class MatchingRepository:
         rows = await self.session.scalars(select(MatchRow).where(col(MatchRow.student_id) == student_id))
         return list(rows)
 
-    async def pair_matches(self, company_id: str, school_id: str) -> list[MatchRow]:
-        rows = await self.session.scalars(
-            select(MatchRow).where(
-                col(MatchRow.organisation_id) == company_id, col(MatchRow.school_id) == school_id
-            )
-        )
-        return list(rows)
+    async def pair_matches(self, company_id: str, school_id: str, first: int | None = None) -> list[MatchRow]:
+        """The matches between a company and a school, oldest first; with `first`, only that many."""
+        pair = (col(MatchRow.organisation_id) == company_id) & (col(MatchRow.school_id) == school_id)
+        query = select(MatchRow).where(pair).order_by(col(MatchRow.created_at), col(MatchRow.match_id))
+        return list(await self.session.scalars(query.limit(first)))
 
     # --- partnerships ---------------------------------------------------------------------------------------
     async def partnership_between(self, company_id: str, school_id: str) -> PartnershipRow | None:

@@ -100,7 +100,7 @@ class NotificationItemRow(NotificationsTable, table=True):
     notification_id: str = Field(max_length=64, index=True)
     recipient_kind: str = Field(max_length=20)
     recipient_id: str = Field(max_length=64)
-    subject_id: str = Field(max_length=80)  # the match id or partnership id
+    subject_id: str = Field(max_length=80, index=True)  # the match id or partnership id
     student_id: str | None = Field(default=None, max_length=64, index=True)  # whom the item is about
     about_ce_id: str = Field(max_length=200)
     correlation_id: str | None = Field(default=None, max_length=200)  # of the event it reports on
