@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import gateway, matching, pipeline, replicas
+from benchmarks import gateway, history, matching, pipeline, replicas
 
 SUITES = {
     "matching": matching.main,
     "gateway": gateway.main,
     "pipeline": pipeline.main,
     "replicas": replicas.main,
+    "history": history.main,
 }
 
 if __name__ == "__main__":
