@@ -63,23 +63,20 @@ def test_run_starts_the_platform_and_a_published_partner_event_reaches_the_api(t
             "city": "IJmuiden",
             "brin_code": "25LH",
         }
+        publish = [sys.executable, "-m", "techport_cli.main", "publish"]
+        example = "examples/partner-events/student-registered.json"
+        kafka_env = {**env, "KAFKA_BOOTSTRAP_SERVERS": endpoints["kafka"]}
+        # Before the school is registered its topic does not exist: said at once, not as a traceback.
+        early = subprocess.run([*publish, example], cwd=ROOT, env=kafka_env, capture_output=True, text=True)
+        assert early.returncode == 1 and "Traceback" not in early.stderr, early.stderr[-2000:]
+        assert "nova-college is not a registered partner" in early.stderr, early.stderr[-2000:]
+
         registered = httpx.post(f"{api}/organisations", json=school, headers=headers)
         assert registered.status_code == 201 and registered.json()["api_key"].startswith("tpk_")
         school_key = {"Authorization": f"Bearer {registered.json()['api_key']}"}
 
         published = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "techport_cli.main",
-                "publish",
-                "examples/partner-events/student-registered.json",
-            ],
-            cwd=ROOT,
-            env={**env, "KAFKA_BOOTSTRAP_SERVERS": endpoints["kafka"]},
-            capture_output=True,
-            text=True,
-            check=True,
+            [*publish, example], cwd=ROOT, env=kafka_env, capture_output=True, text=True, check=True
         )
         assert "published nl.techport.student.registered.v1" in published.stdout
 
