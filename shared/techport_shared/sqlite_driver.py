@@ -6,11 +6,12 @@ SELECT by primary key cost 0.6 ms of CPU through aiosqlite against 0.05 ms throu
 asyncio, and 40 ms of wall time while another task kept the loop busy; a consumer batch of a few records
 waited 40-70 ms. Here: 0.07 ms, busy loop or not.
 
-A statement on a local SQLite file takes microseconds, so here it runs where it is called. The one thing that
-can make it wait is another connection's lock (a handler of this process that holds a write transaction
-across an `await`, or another process): SQLite's own busy handler would then block the whole event loop, and
-with it the very task that holds the lock. So the busy handler is off (`busy_timeout` 0) and a statement
-refused as busy is tried again after an asynchronous sleep, for up to `BUSY_TIMEOUT_S`.
+A statement on a local SQLite file takes microseconds, so here it runs where it is called (a commit, which
+waits for the disk, runs on a thread: see `InlineConnection.commit`). The one thing that can make a statement
+wait is another connection's lock (a handler of this process that holds a write transaction across an
+`await`, or another process): SQLite's own busy handler would then block the whole event loop, and with it
+the very task that holds the lock. So the busy handler is off (`busy_timeout` 0) and a statement refused as
+busy is tried again after an asynchronous sleep, for up to `BUSY_TIMEOUT_S`.
 `tests/shared/test_sqlite_driver.py` shows both: what SQLAlchemy reads of a cursor, and a writer waiting for
 another's lock while the loop goes on.
 """
@@ -148,12 +149,13 @@ class InlineConnection:
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 
-    async def run(self, function: Callable[[], T]) -> T:
-        """`function` now; while SQLite answers that another connection holds the lock, again a bit later."""
+    async def run(self, function: Callable[[], T], on_thread: bool = False) -> T:
+        """`function` now (on a thread if `on_thread`); while SQLite answers that another connection holds the
+        lock, again a bit later."""
         deadline, delay = time.monotonic() + self._busy_timeout_s, 0.001
         while True:
             try:
-                return function()
+                return await asyncio.to_thread(function) if on_thread else function()
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode not in _WAIT_FOR or time.monotonic() + delay > deadline:
                     raise
@@ -168,8 +170,12 @@ class InlineConnection:
         self._conn.create_function(*args, **kwargs)
 
     async def commit(self) -> None:
+        # On a thread: a commit waits for the disk (the WAL's fsync), 2 ms at the median and up to 30 ms
+        # while other processes write too (the pipeline benchmark's steady rate), and on the loop that wait
+        # held up everything else the service does: 6-7% of its time. (The connection is this transaction's
+        # alone until the commit returns.)
         connection = self._conn
-        await self.run(connection.commit)
+        await self.run(connection.commit, on_thread=True)
 
     async def rollback(self) -> None:
         connection = self._conn

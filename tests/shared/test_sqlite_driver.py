@@ -1,13 +1,15 @@
-"""The SQLite driver (one trip to the connection's thread per statement) behaves as a DBAPI cursor must for
+"""The SQLite driver (statements on the event loop, commits on a thread) behaves as a DBAPI cursor must for
 SQLAlchemy, and a statement that waits for another connection's lock does not stop the event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from techport_shared.db import create_engine
 
 
@@ -64,5 +66,30 @@ async def test_a_statement_waiting_for_a_lock_leaves_the_event_loop_running(tmp_
         ticker.cancel()
         async with engine.connect() as connection:
             assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_statements_run_on_the_event_loop_and_a_commit_off_it(tmp_path: Path) -> None:
+    # A commit waits for the disk (the WAL's fsync): on the loop, that wait would hold up every other task.
+    engine = create_engine(f"sqlite:///{tmp_path / 'threads.db'}")
+    ran_on: dict[str, set[int]] = {}
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _trace(dbapi_connection: Any, _record: Any) -> None:
+        def traced(statement: str) -> None:
+            ran_on.setdefault(statement.split()[0].upper(), set()).add(threading.get_ident())
+
+        dbapi_connection.driver_connection._conn.set_trace_callback(traced)
+
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+            await connection.execute(text("INSERT INTO t (id) VALUES (1)"))
+        loop_thread = threading.get_ident()
+        assert ran_on["INSERT"] == {loop_thread}
+        assert ran_on["COMMIT"] and loop_thread not in ran_on["COMMIT"]
+        async with engine.connect() as connection:  # and what it committed is there
+            assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one() == 1
     finally:
         await engine.dispose()
