@@ -4,12 +4,13 @@ a publisher that takes records in memory and refuses the ones a broker would."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 from techport_shared.db import SessionFactory, session_factory
@@ -61,6 +62,22 @@ async def fake_database(
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
     return FakeDatabase(engine, session_factory(engine), tables, unit_of_work)
+
+
+@contextlib.contextmanager
+def issued(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
+    """The statements (and their parameters) run on `engine` meanwhile."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool) -> None:
+        if not many:
+            statements.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
 
 
 def context(actor: Identity, source: str | None = None, channel: str = "api") -> Context:

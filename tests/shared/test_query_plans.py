@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from techport_matching.store import MatchingUnitOfWork
 from techport_matching.store import metadata as matching_metadata
@@ -23,23 +21,8 @@ from techport_notifications.store import metadata as notifications_metadata
 from techport_notifications.store import tables as notifications_tables
 from techport_shared.db import create_engine, session_factory
 
+from tests.fakes import issued
 from tests.shared.kit import open_database
-
-
-@contextlib.contextmanager
-def issued(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
-    """The statements (and their parameters) run on `engine` meanwhile."""
-    statements: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool) -> None:
-        if not many:
-            statements.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        yield statements
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", capture)
 
 
 def plans(path: Path, statements: list[tuple[str, Any]], table: str) -> list[str]:

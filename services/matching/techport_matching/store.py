@@ -299,7 +299,7 @@ class MatchingRepository:
 
     async def students(self, ids: list[str]) -> dict[str, StudentRow]:
         query = select(StudentRow).where(col(StudentRow.student_id).in_(sorted(ids)))
-        return {row.student_id: row for row in await self.session.scalars(query)}
+        return {row.student_id: row for row in await self.session.scalars(query)} if ids else {}
 
     async def hold_students(self, ids: list[str]) -> set[str]:
         """Which of these students are still stored, their rows held (shared) until commit: an erasure waits
@@ -310,14 +310,13 @@ class MatchingRepository:
         return set(await self.session.scalars(query))
 
     async def vacancies(self, ids: list[str]) -> dict[str, VacancyRow]:
-        rows = await self.session.scalars(select(VacancyRow).where(col(VacancyRow.vacancy_id).in_(ids)))
-        return {row.vacancy_id: row for row in rows}
+        query = select(VacancyRow).where(col(VacancyRow.vacancy_id).in_(ids))
+        return {row.vacancy_id: row for row in await self.session.scalars(query)} if ids else {}
 
     async def pending(self, model: type[Any], ids: list[str]) -> list[Any]:
         key = col(model.student_id if model is StudentRow else model.vacancy_id)
-        return list(
-            await self.session.scalars(select(model).where(key.in_(ids), col(model.pending).is_(True)))
-        )
+        query = select(model).where(key.in_(ids), col(model.pending).is_(True))
+        return list(await self.session.scalars(query)) if ids else []  # none asked: no statement
 
     async def stale_pending(self, model: type[Any], before: datetime, limit: int = 500) -> list[str]:
         """Stored but never matched (a replica stopped between storing and deciding): taken up again."""

@@ -266,6 +266,8 @@ class NotificationsRepository:
 
     async def _read_items(self, notification_ids: list[str]) -> dict[str, list[NotificationItemRow]]:
         """The items of these notifications, each's in the order they were recorded."""
+        if not notification_ids:
+            return {}
         found = await self.session.scalars(
             select(NotificationItemRow)
             .where(col(NotificationItemRow.notification_id).in_(notification_ids))
