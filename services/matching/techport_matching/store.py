@@ -251,13 +251,10 @@ class MatchingRepository:
         the next number of the counter (SQLite's writers take turns, so numbers follow commit order)."""
         if self._postgres:
             return text("pg_current_xact_id()::text::bigint")
-        if self._mark is None:
-            await self.session.execute(
-                update(ChangeCounterRow)
-                .where(col(ChangeCounterRow.id) == 1)
-                .values(value=col(ChangeCounterRow.value) + 1)
-            )
-            self._mark = await self._counter()
+        if self._mark is None:  # bumped and read back in one statement
+            counter: Any = ChangeCounterRow.__table__  # type: ignore[attr-defined]
+            bump = update(counter).where(counter.c.id == 1).values(value=counter.c.value + 1)
+            self._mark = int(await self.session.scalar(bump.returning(counter.c.value)) or 0)
         return self._mark
 
     async def horizon(self) -> int:
