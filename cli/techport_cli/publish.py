@@ -40,16 +40,12 @@ async def publish_file(
     document: dict[str, Any], topic: str | None, kafka: KafkaSettings, structured: bool
 ) -> tuple[Envelope, str]:
     envelope = envelope_from_json(document)
-    missing = f"there is no topic {topic} on the broker"
+    partner = None  # the partner whose ingress topic it goes to, when no topic is named
     if topic is None:
         partner = envelope.source.removeprefix("/partners/")
         if partner == envelope.source:
             raise SystemExit("the source is not /partners/<organisation id>: name the topic with --topic")
         topic = partner_topics(partner).ingress
-        missing = (
-            f"there is no topic {topic}: {partner} is not a registered partner (its topics are made when an "
-            "operator registers the organisation, POST /api/v1/organisations)"
-        )
     record = to_structured(envelope) if structured else to_binary(envelope)
     producer = plain_producer(kafka)
     await producer.start()
@@ -57,11 +53,20 @@ async def publish_file(
         # Asked first: a send to a topic that does not exist waits out the metadata timeout, then fails with
         # aiokafka's UnknownTopicOrPartitionError, which tells a partner's developer nothing of why.
         if topic not in (await producer.client.fetch_all_metadata()).topics():
-            raise SystemExit(missing)
+            raise SystemExit(_no_topic(topic, partner))
         await producer.send_and_wait(topic, record.value, key=record.key, headers=record.header_list())
     finally:
         await producer.stop()
     return envelope, topic
+
+
+def _no_topic(topic: str, partner: str | None) -> str:
+    if partner is None:
+        return f"there is no topic {topic} on the broker"
+    return (
+        f"there is no topic {topic}: {partner} is not a registered partner (its topics are made when an "
+        "operator registers the organisation, POST /api/v1/organisations)"
+    )
 
 
 async def read_rejections(kafka: KafkaSettings, partner: str, wait_s: float) -> list[dict[str, Any]]:

@@ -158,9 +158,9 @@ class UnitOfWork:
         concurrent mark still fails the batch's commit, as without it)."""
         table = self._tables.processed
         self._read_ahead = dict.fromkeys(keys, False)
-        key = (table.c.consumer, table.c.ce_source, table.c.ce_id)
-        for condition in keys_in(key, keys):
-            rows = await self._db.execute(select(*key).where(condition))
+        columns = (table.c.consumer, table.c.ce_source, table.c.ce_id)
+        for condition in keys_in(columns, keys):
+            rows = await self._db.execute(select(*columns).where(condition))
             self._read_ahead.update(((r[0], r[1], r[2]), True) for r in rows)
 
     async def processed(self, consumer: str, source: str, event_id: str) -> bool:
