@@ -6,6 +6,9 @@ digests), on the local broker, against a raw aiokafka loop on the same broker in
   from the first send to the last student's `match.found`.
 - steady rate: once every service has caught up with the burst, students at 200/s; p50 and p99 from publish
   to `match.found`, and where that time goes (members, matching, reading it back).
+- CPU: each service's and the broker's CPU seconds over the burst and over the steady rate, and the machine's,
+  against what it has to give (cores times seconds): on a machine whose cores are all busy, latency is mostly
+  waiting for a core. The raw loop's and the burst's machine CPU per event set side by side.
 It prints figures and ratios and asserts nothing. `python -m benchmarks pipeline [--students 3000]`.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -66,8 +70,9 @@ def _event(data: dict[str, Any]) -> Any:
     )
 
 
-async def _raw_loop(bootstrap: str, records: list[Any]) -> float:
-    """Events per second of the plainest consumer we could write: getmany, parse, produce, commit."""
+async def _raw_loop(bootstrap: str, records: list[Any]) -> tuple[float, float]:
+    """Events per second of the plainest consumer we could write (getmany, parse, produce, commit), and the
+    machine's CPU seconds (this loop's and the broker's) over them."""
     settings = KafkaSettings(kafka_bootstrap_servers=bootstrap)
     source, sink = f"bench.raw.in.{uuid.uuid4().hex[:6]}", f"bench.raw.out.{uuid.uuid4().hex[:6]}"
     await ensure_topics(settings, (TopicSpec(source, "bench", "id", ()), TopicSpec(sink, "bench", "id", ())))
@@ -83,12 +88,12 @@ async def _raw_loop(bootstrap: str, records: list[Any]) -> float:
             enable_auto_commit=False,
         )
         await consumer.start()
-        done, started = 0, None
+        done, started, cpu_before = 0, None, 0.0
         try:
             while done < len(records):
                 batches = await consumer.getmany(timeout_ms=200, max_records=500)
                 if started is None and batches:
-                    started = time.perf_counter()
+                    started, cpu_before = time.perf_counter(), cpu_seconds({})["all"]
                 sends = []
                 for tp_records in batches.values():
                     for record in tp_records:
@@ -98,7 +103,8 @@ async def _raw_loop(bootstrap: str, records: list[Any]) -> float:
                 await asyncio.gather(*sends)
                 if batches:
                     await consumer.commit()
-            return done / (time.perf_counter() - (started or time.perf_counter()))
+            elapsed, cpu = time.perf_counter() - (started or 0.0), cpu_seconds({})["all"] - cpu_before
+            return done / elapsed, cpu
         finally:
             await consumer.stop()
     finally:
@@ -171,6 +177,19 @@ class MatchWatcher:
         await self.consumer.stop()
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user and system) each process has used so far, and the machine's ("all", the broker's and
+    this benchmark's too: over the burst, sending it and reading the matches back). From Linux's /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[name] = (int(fields[11]) + int(fields[12])) / tick
+    cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    used["all"] = (sum(map(int, cpu)) - int(cpu[3]) - int(cpu[4])) / tick  # less idle and iowait
+    return used
+
+
 def _percentiles(values: list[float]) -> tuple[float, float]:
     values = sorted(values)
     return statistics.median(values), values[int(0.99 * (len(values) - 1))]
@@ -205,6 +224,7 @@ async def _pipeline(
     rate: float,
     seconds: float,
     services: list[str],
+    pids: dict[str, int],
 ) -> dict[str, Any]:
     ingress = partner_topics(SCHOOL).ingress
     watcher = MatchWatcher(bootstrap)
@@ -220,9 +240,11 @@ async def _pipeline(
         tag = uuid.uuid4().hex[:6]
         burst = [_student(i, tag, vacancies[i % len(vacancies)]) for i in range(students)]
         records = [_event(d) for d in burst]
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), cpu_seconds(pids)
         await produce(producer, ingress, records)
         await watcher.wait_for([d["student_id"] for d in burst], 600)
+        burst_cpu = {name: used - cpu_before[name] for name, used in cpu_seconds(pids).items()}
+        burst_cpu["wall"] = time.perf_counter() - started
         burst_rate = students / (max(watcher.arrived[d["student_id"]] for d in burst) - started)
         settled = await _settled(services)
         # The steady rate.
@@ -230,16 +252,20 @@ async def _pipeline(
         steady = [_student(i, tag, vacancies[i % len(vacancies)]) for i in range(int(rate * seconds))]
         sent: dict[str, float] = {}
         sent_at: dict[str, float] = {}  # epoch seconds, to set against the records' timestamps
-        begin = time.perf_counter()
+        begin, cpu_before = time.perf_counter(), cpu_seconds(pids)
         for n, data in enumerate(steady):
             await asyncio.sleep(max(0.0, begin + n / rate - time.perf_counter()))
             record = _event(data)
             sent[data["student_id"]], sent_at[data["student_id"]] = time.perf_counter(), time.time()
             await producer.send(ingress, record.value, key=record.key, headers=record.header_list())
         await watcher.wait_for(list(sent), 300)
+        steady_cpu = {name: used - cpu_before[name] for name, used in cpu_seconds(pids).items()}
+        steady_cpu["wall"] = time.perf_counter() - begin
         p50, p99 = _percentiles([(watcher.arrived[i] - t) * 1000 for i, t in sent.items()])
         return {
             "burst_rate": burst_rate,
+            "burst_cpu": burst_cpu,
+            "steady_cpu": steady_cpu,
             "p50": p50,
             "p99": p99,
             "stages": watcher.stages(sent_at),
@@ -258,7 +284,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     with (
-        kafka_endpoint() as (bootstrap, _),
+        kafka_endpoint() as (bootstrap, cluster),
         tempfile.TemporaryDirectory() as work,
         SmtpSink(Path(work) / "mail") as sink,
     ):
@@ -307,9 +333,12 @@ def main(argv: list[str]) -> None:
                 }
                 _post(f"{members}/vacancies", vacancy, headers)
             records = [_event(_student(i, "raw", vacancies[i % 20])) for i in range(args.students)]
-            raw = asyncio.run(_raw_loop(bootstrap, records))
+            raw, raw_cpu = asyncio.run(_raw_loop(bootstrap, records))
             services = [f"http://127.0.0.1:{port}" for port in ports.values()]
-            run = _pipeline(bootstrap, vacancies, args.students, args.rate, args.seconds, services)
+            pids = {name: process.pid for name, process in zip(ports, processes, strict=True)}
+            if cluster is not None and cluster.nodes[0].process is not None:
+                pids["kafka"] = cluster.nodes[0].process.pid
+            run = _pipeline(bootstrap, vacancies, args.students, args.rate, args.seconds, services, pids)
             result = asyncio.run(run)
             time.sleep(3)
             mails = len(sink.messages)
@@ -322,6 +351,12 @@ def main(argv: list[str]) -> None:
     print(f"  raw aiokafka loop (getmany, parse, produce, commit): {raw:8.0f} events/s")
     print(f"  partner ingress -> members -> matching -> match.found: {result['burst_rate']:8.0f} events/s")
     print(f"  ratio pipeline/raw loop: {result['burst_rate'] / raw:.2f}x")
+    burst_cpu = result["burst_cpu"]["all"]
+    _print_cpu("the burst", result["burst_cpu"])
+    print(
+        f"  machine CPU per event: raw loop {1000 * raw_cpu / args.students:.2f} ms, "
+        f"pipeline burst {1000 * burst_cpu / args.students:.2f} ms"
+    )
     print(f"  after the burst, everything consumed and published (digests too) in {result['settled']:.0f} s")
     print(f"  at {rate}, publish to match.found: p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms")
     labels = {
@@ -331,7 +366,16 @@ def main(argv: list[str]) -> None:
     }
     for stage, (p50, p99) in result["stages"].items():
         print(f"    {labels[stage]:45s} p50 {p50:5.0f} ms, p99 {p99:5.0f} ms")
+    _print_cpu(f"the {rate}", result["steady_cpu"])
     print(f"  emails (digests) delivered meanwhile: {mails}")
+
+
+def _print_cpu(phase: str, used: dict[str, float]) -> None:
+    """Where the CPU went: each service's seconds, and the machine's (the broker and this benchmark too)."""
+    wall = used.pop("wall")
+    cores = os.cpu_count() or 1
+    shares = ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
+    print(f"  CPU seconds over {phase} ({wall:.1f} s, {cores} cores: {cores * wall:.1f} to use): {shares}")
 
 
 def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
