@@ -87,6 +87,8 @@ ROUTES = [
     ("POST", "/partnerships", {"company_id": "company-c", "school_id": "school-a"}, "school-a", "school-b"),
     ("GET", "/notifications?recipient_id=auth-stu", None, None, "school-a"),
     ("POST", "/organisations", _organisation("newcomer", "school"), None, "school-a"),
+    ("GET", "/students?school_id=school-a", None, "school-a", "school-b"),
+    ("GET", "/students", None, "school-a", "company-c"),  # a company lists no students
     ("DELETE", "/students/auth-stu", None, "school-a", "school-b"),
 ]
 
@@ -129,6 +131,8 @@ async def test_every_route_no_key_revoked_key_other_organisation_and_operator(pl
 async def test_a_service_called_directly_without_the_gateway_identity_refuses(platform, keys) -> None:
     direct = [
         ("members", "GET", "/students/auth-stu"),
+        ("members", "GET", "/students"),
+        ("members", "GET", "/vacancies"),
         ("members", "POST", "/organisations"),
         ("matching", "GET", "/students/auth-stu/matches"),
         ("matching", "GET", "/partnerships"),

@@ -12,11 +12,11 @@ async def test_one_openapi_for_the_public_api(platform) -> None:
         docs = await client.get("/docs")
     paths = document["paths"]
     expected = {
-        "/api/v1/organisations": {"post"},
+        "/api/v1/organisations": {"post", "get"},
         "/api/v1/organisations/{organisation_id}": {"get"},
-        "/api/v1/students": {"post"},
+        "/api/v1/students": {"post", "get"},
         "/api/v1/students/{student_id}": {"get", "patch", "delete"},
-        "/api/v1/vacancies": {"post"},
+        "/api/v1/vacancies": {"post", "get"},
         "/api/v1/vacancies/{vacancy_id}": {"get"},
         "/api/v1/vacancies/{vacancy_id}/close": {"post"},
         "/api/v1/students/{student_id}/matches": {"get"},

@@ -79,6 +79,12 @@ async def test_register_match_email_and_erase_through_the_gateway(platform, kafk
         assert (await as_school.post("/students", json=student)).status_code == 201
     async with platform.client(company_key) as as_company:
         assert (await as_company.post("/vacancies", json=vacancy)).status_code == 201
+    async with platform.client(school_key) as as_school:  # the lists, through the gateway
+        mine = (await as_school.get("/students", params={"limit": 10})).json()
+        assert [s["student_id"] for s in mine["items"]] == ["e2e-stu-1"] and mine["next_cursor"] is None
+        search = {"near": "1972 AB", "radius_km": 10, "skill": "Engels", "organisation_id": "windservice-e2e"}
+        found = (await as_school.get("/vacancies", params=search)).json()["items"]
+        assert [(v["vacancy_id"], v["distance_km"]) for v in found] == [("e2e-vac-1", 3)]
 
     async def matched():
         async with platform.client(school_key) as as_school:

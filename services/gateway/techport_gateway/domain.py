@@ -64,14 +64,15 @@ def _route(path: str, methods: str, service: str, public: bool = False, own: boo
 
 ROUTES: tuple[Route, ...] = (
     _route("organisations", "POST", "members", own=True),  # registered by members, its key minted here
+    _route("organisations", "GET", "members"),
     _route("organisations/{id}", "GET", "members"),
     _route("organisations/{id}/api-keys", "POST", "gateway", own=True),
     _route("api-keys/{key_id}", "DELETE", "gateway", own=True),
-    _route("students", "POST", "members"),
+    _route("students", "GET POST", "members"),
     _route("students/{id}", "GET PATCH DELETE", "members"),
     _route("students/{id}/matches", "GET", "matching"),
     _route("students/{id}/export", "GET", "members", own=True),  # every service's part, gathered here
-    _route("vacancies", "POST", "members"),
+    _route("vacancies", "GET POST", "members"),
     _route("vacancies/{id}", "GET", "members"),
     _route("vacancies/{id}/close", "POST", "members"),
     _route("vacancies/{id}/matches", "GET", "matching"),

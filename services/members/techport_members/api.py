@@ -11,7 +11,7 @@ import base64
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from techport_shared.envelope import EnvelopeError, from_http
 from techport_shared.errors import Refused
@@ -39,10 +39,14 @@ from techport_shared.events import (
 )
 from techport_shared.identity import Identity
 from techport_shared.messagebus import EventDispatcher
+from techport_shared.paging import DEFAULT_LIMIT, Cursor, Limit, Page, cursor_after, key_after, next_cursor
+from techport_shared.postcodes import lookup
+from techport_shared.skills import vocabulary
 from techport_shared.topics import partner_topics
 from techport_shared.web import (
     Bus,
     Caller,
+    OrganisationIdQuery,
     RequestContext,
     UoW,
     field_errors_422,
@@ -52,7 +56,7 @@ from techport_shared.web import (
     EntityId as PathId,
 )
 
-from techport_members.domain import Decision
+from techport_members.domain import Decision, VacancySearch
 from techport_members.handlers import (
     CloseVacancy,
     EraseStudent,
@@ -160,6 +164,10 @@ class VacancyOut(VacancyIn):
     status: Literal["open", "closed"]
 
 
+class VacancyFound(VacancyOut):
+    distance_km: int | None = None  # from `near`, in whole kilometres, when the search names a place
+
+
 class CloseRequest(_Body):
     reason: Literal["filled", "withdrawn", "expired"] = "filled"
 
@@ -215,6 +223,23 @@ async def register_organisation(
     return _organisation_out(decision.data, context.actor)
 
 
+@router.get("/organisations", response_model=Page[OrganisationOut], summary="Organisations (operators: all)")
+async def list_organisations(
+    actor: Caller,
+    uow: UoW,
+    kind: OrganisationKind | None = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> Page[OrganisationOut]:
+    """An operator pages through every organisation; an organisation's key sees itself (its owner)."""
+    if not actor.is_operator and actor.organisation_id is None:
+        raise HTTPException(403, detail="organisations are listed for operators and their owners")
+    only = None if actor.is_operator else actor.organisation_id
+    rows = await _members(uow).organisations_page(kind, only, key_after(cursor), limit + 1)
+    items = [OrganisationOut.model_validate(_organisation_out(row.data, actor)) for row in rows[:limit]]
+    return Page(items=items, next_cursor=next_cursor([row.organisation_id for row in rows], limit))
+
+
 @router.get("/organisations/{organisation_id}", response_model=OrganisationOut)
 async def read_organisation(organisation_id: PathId, actor: Caller, uow: UoW) -> dict[str, Any]:
     found = await _members(uow).organisation(organisation_id)
@@ -241,6 +266,29 @@ async def _readable_student(uow: UoW, actor: Identity, student_id: str) -> dict[
     if not actor.acts_for(found.school_id):
         raise HTTPException(403, detail="a school reads only its own students")
     return found.data
+
+
+@router.get("/students", response_model=Page[StudentOut], summary="A school's students")
+async def list_students(
+    actor: Caller,
+    uow: UoW,
+    school_id: OrganisationIdQuery = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> Page[StudentOut]:
+    """A school's key lists its own students (`school_id` may be left out); an operator any school's, or
+    everyone's without `school_id`. A company sees students only as the candidates of its vacancies."""
+    repo = _members(uow)
+    if not actor.is_operator:
+        own = await repo.organisation(actor.organisation_id) if actor.organisation_id else None
+        if own is None or own.kind != "school":
+            raise HTTPException(403, detail="only a school lists students, and only its own")
+        if school_id not in (None, own.organisation_id):
+            raise HTTPException(403, detail="a school lists only its own students")
+        school_id = own.organisation_id
+    rows = await repo.students_page(school_id, key_after(cursor), limit + 1)
+    items = [StudentOut.model_validate(row.data) for row in rows[:limit]]
+    return Page(items=items, next_cursor=next_cursor([row.student_id for row in rows], limit))
 
 
 @router.get("/students/{student_id}", response_model=StudentOut)
@@ -282,6 +330,57 @@ async def post_vacancy(
     decision = await _run(bus, PostVacancy(_as_event(VacancyPosted, body)), context, response)
     assert decision.data is not None
     return {**decision.data, "status": "open"}
+
+
+# A search page reads at most this many vacancies: a search few vacancies fit returns a shorter page (or an
+# empty one) with the cursor to go on from, rather than reading the whole table for one request.
+SEARCH_READ_AT_MOST, SEARCH_CHUNK = 2000, 200
+
+
+@router.get("/vacancies", response_model=Page[VacancyFound], summary="Search vacancies (every key)")
+async def search_vacancies(
+    uow: UoW,
+    actor: Caller,
+    kind: Seeking | None = None,
+    level: Level | None = None,
+    skill: Annotated[SkillText | None, Query()] = None,
+    near: Annotated[str | None, Query(max_length=10, description="a postcode")] = None,
+    radius_km: Annotated[float, Query(gt=0, le=500)] = 25,
+    organisation_id: OrganisationIdQuery = None,
+    status: Literal["open", "closed"] = "open",
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> Page[VacancyFound]:
+    """Open vacancies (or closed ones) that fit every criterion given, in id order; `near` a postcode and
+    `radius_km` (25 unless given) a circle around it, each found vacancy then with its distance."""
+    place = None
+    if near is not None:
+        area = lookup(near)
+        if area is None:
+            detail = [{"type": "value_error", "loc": ["query", "near"], "msg": f"unknown postcode {near!r}"}]
+            raise HTTPException(422, detail=detail)
+        place = (area.lat, area.lon)
+    code = vocabulary().normalise(skill).code if skill else None
+    search = VacancySearch(kind, level, code, place, radius_km)
+    found: list[VacancyFound] = []
+    after, read, exhausted = key_after(cursor), 0, False
+    while len(found) <= limit and read < SEARCH_READ_AT_MOST and not exhausted:
+        rows = await _members(uow).vacancies_page(status, organisation_id, after, SEARCH_CHUNK)
+        exhausted = len(rows) < SEARCH_CHUNK
+        for row in rows:
+            read, after = read + 1, row.vacancy_id
+            if search.fits(row.data):
+                distance = search.distance_km(row.data)
+                km = None if distance is None else round(distance)
+                found.append(
+                    VacancyFound.model_validate({**row.data, "status": row.status} | {"distance_km": km})
+                )
+                if len(found) > limit:
+                    break
+    if len(found) > limit:
+        return Page(items=found[:limit], next_cursor=cursor_after(found[limit - 1].vacancy_id))
+    # All read (the last page), or SEARCH_READ_AT_MOST read: the next page goes on from the last one read.
+    return Page(items=found, next_cursor=None if exhausted or after is None else cursor_after(after))
 
 
 @router.get("/vacancies/{vacancy_id}", response_model=VacancyOut)

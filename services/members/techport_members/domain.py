@@ -21,6 +21,7 @@ from techport_shared.events import (
     dump,
     revives,
 )
+from techport_shared.geo import haversine_km
 from techport_shared.identity import Identity
 from techport_shared.postcodes import lookup
 from techport_shared.skills import vocabulary
@@ -227,3 +228,37 @@ def close_vacancy(actor: Identity, existing: VacancyState | None, vacancy_id: st
     return Decision(
         existing.data, [(ce_type("vacancy.closed"), {"vacancy_id": vacancy_id, "reason": reason})]
     )
+
+
+@dataclass(frozen=True)
+class VacancySearch:
+    """What a vacancy search asks (`GET /vacancies`): each criterion given must hold. A vacancy that names
+    no levels is open to every level; `skill` is a skill's code, wanted or required; `near` (lat, lon) with
+    `radius_km` is a circle the vacancy's place must lie in."""
+
+    kind: str | None = None
+    level: str | None = None
+    skill: str | None = None
+    near: tuple[float, float] | None = None
+    radius_km: float = 25.0
+
+    def distance_km(self, data: dict[str, Any]) -> float | None:
+        """How far the vacancy is from `near` (None without `near`, or for a vacancy without a place)."""
+        place = data.get("location")
+        if self.near is None or not place:
+            return None
+        return haversine_km(self.near[0], self.near[1], place["lat"], place["lon"])
+
+    def fits(self, data: dict[str, Any]) -> bool:
+        if self.kind is not None and data.get("kind") != self.kind:
+            return False
+        levels = data.get("levels") or []
+        if self.level is not None and levels and self.level not in levels:
+            return False
+        skills = [*(data.get("required_skills") or []), *(data.get("preferred_skills") or [])]
+        if self.skill is not None and self.skill not in skills:
+            return False
+        if self.near is not None:
+            distance = self.distance_km(data)
+            return distance is not None and distance <= self.radius_km
+        return True

@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, Index, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel, col
@@ -37,6 +37,8 @@ class OrganisationRow(MembersTable, table=True):
 
 class StudentRow(MembersTable, table=True):
     __tablename__ = "students"
+    # A school's list of its students, page by page in id order (`GET /students?school_id=`).
+    __table_args__ = (Index("ix_students_school_student", "school_id", "student_id"),)
     student_id: str = Field(primary_key=True, max_length=64)
     school_id: str | None = Field(default=None, max_length=64, index=True)
     data: dict[str, Any] = json_field()
@@ -66,6 +68,8 @@ class StudentKeyRow(MembersTable, table=True):
 
 class VacancyRow(MembersTable, table=True):
     __tablename__ = "vacancies"
+    # A search reads open (or closed) vacancies in id order (`GET /vacancies`).
+    __table_args__ = (Index("ix_vacancies_status_vacancy", "status", "vacancy_id"),)
     vacancy_id: str = Field(primary_key=True, max_length=64)
     organisation_id: str = Field(max_length=64, index=True)
     status: str = Field(max_length=10, index=True)
@@ -182,6 +186,34 @@ class MembersRepository:
         self.rows.add(
             ErasedStudentRow(student_id=student_id, school_id=school_id, erased_at=datetime.now(UTC))
         )
+
+    # --- pages of lists and searches, in key order after a cursor's key (techport_shared.paging) -----------
+    async def students_page(self, school_id: str | None, after: str | None, limit: int) -> list[StudentRow]:
+        where = [] if school_id is None else [col(StudentRow.school_id) == school_id]
+        return await self._page(StudentRow, col(StudentRow.student_id), after, limit, where)
+
+    async def organisations_page(
+        self, kind: str | None, only: str | None, after: str | None, limit: int
+    ) -> list[OrganisationRow]:
+        where = [] if kind is None else [col(OrganisationRow.kind) == kind]
+        if only is not None:
+            where.append(col(OrganisationRow.organisation_id) == only)
+        return await self._page(OrganisationRow, col(OrganisationRow.organisation_id), after, limit, where)
+
+    async def vacancies_page(
+        self, status: str, organisation_id: str | None, after: str | None, limit: int
+    ) -> list[VacancyRow]:
+        where = [col(VacancyRow.status) == status]
+        if organisation_id is not None:
+            where.append(col(VacancyRow.organisation_id) == organisation_id)
+        return await self._page(VacancyRow, col(VacancyRow.vacancy_id), after, limit, where)
+
+    async def _page(
+        self, model: Any, key: Any, after: str | None, limit: int, where: list[ColumnElement[bool]]
+    ) -> list[Any]:
+        if after is not None:
+            where = [*where, key > after]
+        return list(await self.session.scalars(select(model).where(*where).order_by(key).limit(limit)))
 
     async def organisation_ids(self) -> list[str]:
         return list(await self.session.scalars(select(col(OrganisationRow.organisation_id))))
