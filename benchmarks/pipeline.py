@@ -341,7 +341,7 @@ def main(argv: list[str]) -> None:
             run = _pipeline(bootstrap, vacancies, args.students, args.rate, args.seconds, services, pids)
             result = asyncio.run(run)
             time.sleep(3)
-            mails = len(sink.messages)
+            mails = sink.received
         finally:
             for process in processes:
                 process.terminate()
