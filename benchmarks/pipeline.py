@@ -338,6 +338,7 @@ def main(argv: list[str]) -> None:
             pids = {name: process.pid for name, process in zip(ports, processes, strict=True)}
             if cluster is not None and cluster.nodes[0].process is not None:
                 pids["kafka"] = cluster.nodes[0].process.pid
+            pids["benchmark"] = os.getpid()  # its producer and reader, and the SMTP sink
             run = _pipeline(bootstrap, vacancies, args.students, args.rate, args.seconds, services, pids)
             result = asyncio.run(run)
             time.sleep(3)
