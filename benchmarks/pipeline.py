@@ -190,6 +190,12 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return used
 
 
+def cpu_since(pids: dict[str, int], before: dict[str, float], started: float) -> dict[str, float]:
+    """The CPU seconds used since `before` was read (`cpu_seconds`), and the wall time since `started`."""
+    used = {name: seconds - before[name] for name, seconds in cpu_seconds(pids).items()}
+    return used | {"wall": time.perf_counter() - started}
+
+
 def _percentiles(values: list[float]) -> tuple[float, float]:
     values = sorted(values)
     return statistics.median(values), values[int(0.99 * (len(values) - 1))]
@@ -243,8 +249,7 @@ async def _pipeline(
         started, cpu_before = time.perf_counter(), cpu_seconds(pids)
         await produce(producer, ingress, records)
         await watcher.wait_for([d["student_id"] for d in burst], 600)
-        burst_cpu = {name: used - cpu_before[name] for name, used in cpu_seconds(pids).items()}
-        burst_cpu["wall"] = time.perf_counter() - started
+        burst_cpu = cpu_since(pids, cpu_before, started)
         burst_rate = students / (max(watcher.arrived[d["student_id"]] for d in burst) - started)
         settled = await _settled(services)
         # The steady rate.
@@ -260,8 +265,7 @@ async def _pipeline(
             sent[student_id], sent_at[student_id] = time.perf_counter(), time.time()
             await producer.send(ingress, record.value, key=record.key, headers=record.header_list())
         await watcher.wait_for(list(sent), 300)
-        steady_cpu = {name: used - cpu_before[name] for name, used in cpu_seconds(pids).items()}
-        steady_cpu["wall"] = time.perf_counter() - begin
+        steady_cpu = cpu_since(pids, cpu_before, begin)
         p50, p99 = _percentiles([(watcher.arrived[i] - t) * 1000 for i, t in sent.items()])
         return {
             "burst_rate": burst_rate,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import HTTPException, Query
 from pydantic import BaseModel
@@ -51,7 +51,8 @@ def key_after(cursor: str | None) -> str | None:
     return key
 
 
-def next_cursor(keys: list[str], limit: int) -> str | None:
-    """The cursor after a page, from the keys of what was read for it: `limit` and one more when a page
-    follows (None on the last page)."""
-    return cursor_after(keys[limit - 1]) if len(keys) > limit else None
+def page(items: list[dict[str, Any]], key: str, limit: int) -> dict[str, Any]:
+    """The page of the first `limit` of `items`, read with one more when a page follows: its cursor is then
+    the `key` of the page's last item."""
+    after = items[limit - 1][key] if len(items) > limit else None
+    return {"items": items[:limit], "next_cursor": cursor_after(after) if after else None}

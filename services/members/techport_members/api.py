@@ -39,7 +39,7 @@ from techport_shared.events import (
 )
 from techport_shared.identity import Identity
 from techport_shared.messagebus import EventDispatcher
-from techport_shared.paging import DEFAULT_LIMIT, Cursor, Limit, Page, cursor_after, key_after, next_cursor
+from techport_shared.paging import DEFAULT_LIMIT, Cursor, Limit, Page, cursor_after, key_after, page
 from techport_shared.postcodes import lookup
 from techport_shared.skills import vocabulary
 from techport_shared.topics import partner_topics
@@ -230,14 +230,13 @@ async def list_organisations(
     kind: OrganisationKind | None = None,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT,
-) -> Page[OrganisationOut]:
+) -> dict[str, Any]:
     """An operator pages through every organisation; an organisation's key sees itself (its owner)."""
     if not actor.is_operator and actor.organisation_id is None:
         raise HTTPException(403, detail="organisations are listed for operators and their owners")
     only = None if actor.is_operator else actor.organisation_id
     rows = await _members(uow).organisations_page(kind, only, key_after(cursor), limit + 1)
-    items = [OrganisationOut.model_validate(_organisation_out(row.data, actor)) for row in rows[:limit]]
-    return Page(items=items, next_cursor=next_cursor([row.organisation_id for row in rows], limit))
+    return page([_organisation_out(row.data, actor) for row in rows], "organisation_id", limit)
 
 
 @router.get("/organisations/{organisation_id}", response_model=OrganisationOut)
@@ -275,7 +274,7 @@ async def list_students(
     school_id: OrganisationIdQuery = None,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT,
-) -> Page[StudentOut]:
+) -> dict[str, Any]:
     """A school's key lists its own students (`school_id` may be left out); an operator any school's, or
     everyone's without `school_id`. A company sees students only as the candidates of its vacancies."""
     repo = _members(uow)
@@ -287,8 +286,7 @@ async def list_students(
             raise HTTPException(403, detail="a school lists only its own students")
         school_id = own.organisation_id
     rows = await repo.students_page(school_id, key_after(cursor), limit + 1)
-    items = [StudentOut.model_validate(row.data) for row in rows[:limit]]
-    return Page(items=items, next_cursor=next_cursor([row.student_id for row in rows], limit))
+    return page([row.data for row in rows], "student_id", limit)
 
 
 @router.get("/students/{student_id}", response_model=StudentOut)
@@ -350,7 +348,7 @@ async def search_vacancies(
     status: Literal["open", "closed"] = "open",
     cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT,
-) -> Page[VacancyFound]:
+) -> dict[str, Any]:
     """Open vacancies (or closed ones) that fit every criterion given, in id order; `near` a postcode and
     `radius_km` (25 unless given) a circle around it, each found vacancy then with its distance."""
     place = None
@@ -362,25 +360,23 @@ async def search_vacancies(
         place = (area.lat, area.lon)
     code = vocabulary().normalise(skill).code if skill else None
     search = VacancySearch(kind, level, code, place, radius_km)
-    found: list[VacancyFound] = []
+    found: list[dict[str, Any]] = []
     after, read, exhausted = key_after(cursor), 0, False
     while len(found) <= limit and read < SEARCH_READ_AT_MOST and not exhausted:
         rows = await _members(uow).vacancies_page(status, organisation_id, after, SEARCH_CHUNK)
         exhausted = len(rows) < SEARCH_CHUNK
         for row in rows:
             read, after = read + 1, row.vacancy_id
-            if search.fits(row.data):
-                distance = search.distance_km(row.data)
+            fits, distance = search.fits(row.data)
+            if fits:
                 km = None if distance is None else round(distance)
-                found.append(
-                    VacancyFound.model_validate({**row.data, "status": row.status} | {"distance_km": km})
-                )
+                found.append({**row.data, "status": row.status, "distance_km": km})
                 if len(found) > limit:
                     break
-    if len(found) > limit:
-        return Page(items=found[:limit], next_cursor=cursor_after(found[limit - 1].vacancy_id))
-    # All read (the last page), or SEARCH_READ_AT_MOST read: the next page goes on from the last one read.
-    return Page(items=found, next_cursor=None if exhausted or after is None else cursor_after(after))
+    if len(found) > limit or exhausted or after is None:
+        return page(found, "vacancy_id", limit)
+    # SEARCH_READ_AT_MOST read and the page not full: the next page goes on from the last one read.
+    return {"items": found, "next_cursor": cursor_after(after)}
 
 
 @router.get("/vacancies/{vacancy_id}", response_model=VacancyOut)

@@ -242,23 +242,20 @@ class VacancySearch:
     near: tuple[float, float] | None = None
     radius_km: float = 25.0
 
-    def distance_km(self, data: dict[str, Any]) -> float | None:
-        """How far the vacancy is from `near` (None without `near`, or for a vacancy without a place)."""
-        place = data.get("location")
-        if self.near is None or not place:
-            return None
-        return haversine_km(self.near[0], self.near[1], place["lat"], place["lon"])
-
-    def fits(self, data: dict[str, Any]) -> bool:
+    def fits(self, data: dict[str, Any]) -> tuple[bool, float | None]:
+        """Whether the vacancy fits, and how far it is from `near` (None without `near`)."""
         if self.kind is not None and data.get("kind") != self.kind:
-            return False
+            return False, None
         levels = data.get("levels") or []
         if self.level is not None and levels and self.level not in levels:
-            return False
+            return False, None
         skills = [*(data.get("required_skills") or []), *(data.get("preferred_skills") or [])]
         if self.skill is not None and self.skill not in skills:
-            return False
-        if self.near is not None:
-            distance = self.distance_km(data)
-            return distance is not None and distance <= self.radius_km
-        return True
+            return False, None
+        if self.near is None:
+            return True, None
+        place = data.get("location")
+        if not place:  # no place to measure from: outside every circle
+            return False, None
+        distance = haversine_km(self.near[0], self.near[1], place["lat"], place["lon"])
+        return distance <= self.radius_km, distance
